@@ -1,0 +1,108 @@
+"""The ``stablerep`` command. Errors a user can fix are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="StableRep: synthetic images from captions -> multi-positive contrastive encoders.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration presets.")
+app.add_typer(config_app, name="config")
+
+
+class UserError(Exception):
+    """An error to show as one line, without a traceback."""
+
+
+def _format_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid config: {where}: {first['msg']}{more}"
+
+
+def friendly_errors(fn):
+    """Turn expected failures into ``error: ...`` on stderr and exit 2."""
+    from stablerep.training.checkpoint import CheckpointError
+    from stablerep.training.loop import NonFiniteLossError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            message = _format_validation(exc)
+        except (UserError, ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as exc:
+            message = str(exc)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    return wrapper
+
+
+@config_app.command("show")
+@friendly_errors
+def config_show(
+    name: Annotated[str, typer.Argument(help="preset name (configs/NAME.yaml) or a YAML path")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.steps=10")] = None,
+) -> None:
+    """Print the resolved config (defaults filled in, lr derived) as JSON."""
+    from stablerep.config import load_config
+
+    typer.echo(json.dumps(load_config(name, set_ or []).resolved(), indent=2))
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """List the bundled presets."""
+    from stablerep.config import PRESET_DIR
+
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        typer.echo(path.stem)
+
+
+@app.command()
+@friendly_errors
+def train(
+    out: Annotated[str, typer.Option(help="run directory: local path or fsspec URL")],
+    config: Annotated[str, typer.Option(help="preset name or YAML path")] = "tiny_cpu",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.steps=10")] = None,
+    data: Annotated[str, typer.Option(help="batch source: 'random' (random tensors, for smoke runs)")] = "random",
+    resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = True,
+) -> None:
+    """Train an encoder. Under ``torchrun -m stablerep train ...`` every rank trains its share."""
+    from stablerep import distributed as dist_utils
+    from stablerep.config import load_config
+    from stablerep.data import RandomCaptionBatches
+    from stablerep.training import train as run_training
+
+    run = load_config(config, set_ or [])
+    if data != "random":
+        raise UserError(f"unknown --data {data!r}: only 'random' is available in this build")
+    world = int(__import__("os").environ.get("WORLD_SIZE", 1))
+    rank = int(__import__("os").environ.get("RANK", 0))
+    context = run.model.text.context_length if run.model.text is not None else None
+    source = RandomCaptionBatches(run.data.captions_per_batch, run.data.images_per_caption,
+                                  run.data.image_size, context_length=context,
+                                  num_captions=max(512, run.data.captions_per_batch),
+                                  seed=run.train.seed, rank=rank, world_size=world)
+    result = run_training(run, source, out, resume=resume)
+    if dist_utils.is_main_process():
+        typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done,
+                               "final_loss": result.final_loss, "checkpoint": result.checkpoint}))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

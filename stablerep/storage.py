@@ -1,0 +1,64 @@
+"""Small fsspec helpers shared by every stage: any local path or URL (s3://, gs://, memory://).
+
+Credentials never pass through here: fsspec/s3fs read them from the environment
+(AWS_* / FSSPEC_S3_*), so they never land in parameters, logs or manifests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path within it) for a local path or URL."""
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
+
+
+def join(url: str, *parts: str) -> str:
+    out = str(url).rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a whole object. Locally: temp file then rename, so a reader never sees half a file.
+    On object stores: one PUT of bytes already in memory, so a failure leaves no partial object."""
+    fs, path = get_fs(url)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        fs.pipe_file(path, data)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = get_fs(url)
+    return fs.cat_file(path)
+
+
+def exists(url: str) -> bool:
+    fs, path = get_fs(url)
+    return fs.exists(path)
+
+
+def remove(url: str) -> None:
+    fs, path = get_fs(url)
+    if fs.exists(path):
+        fs.rm(path)

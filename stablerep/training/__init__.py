@@ -1,0 +1,25 @@
+"""Training: optimiser groups and schedules, checkpoints, the loop (one process or torchrun)."""
+
+from stablerep.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+)
+from stablerep.training.loop import NonFiniteLossError, TrainResult, train
+from stablerep.training.optim import build_optimizer, lr_at, param_groups
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainResult",
+    "build_optimizer",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_model_weights",
+    "lr_at",
+    "param_groups",
+    "save_checkpoint",
+    "train",
+]
