@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+
+from stablerep.cli_common import friendly_errors
+from stablerep.cli_data import captions_app, dataset_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="StableRep: synthetic images from captions -> multi-positive contrastive encoders.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration presets.")
 app.add_typer(config_app, name="config")
-
-
-class UserError(Exception):
-    """An error to show as one line, without a traceback."""
-
-
-def _format_validation(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid config: {where}: {first['msg']}{more}"
-
-
-def friendly_errors(fn):
-    """Turn expected failures into ``error: ...`` on stderr and exit 2."""
-    from stablerep.training.checkpoint import CheckpointError
-    from stablerep.training.loop import NonFiniteLossError
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            message = _format_validation(exc)
-        except (UserError, ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as exc:
-            message = str(exc)
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
-
-    return wrapper
+app.add_typer(captions_app, name="captions")
+app.add_typer(dataset_app, name="dataset")
 
 
 @config_app.command("show")
@@ -74,25 +47,30 @@ def train(
     out: Annotated[str, typer.Option(help="run directory: local path or fsspec URL")],
     config: Annotated[str, typer.Option(help="preset name or YAML path")] = "tiny_cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.steps=10")] = None,
-    data: Annotated[str, typer.Option(help="batch source: 'random' (random tensors, for smoke runs)")] = "random",
+    data: Annotated[str, typer.Option(help="'random' (random tensors, smoke runs) or a shard dataset root")] = "random",
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = True,
 ) -> None:
     """Train an encoder. Under ``torchrun -m stablerep train ...`` every rank trains its share."""
+    import os
+
     from stablerep import distributed as dist_utils
     from stablerep.config import load_config
-    from stablerep.data import RandomCaptionBatches
     from stablerep.training import train as run_training
 
     run = load_config(config, set_ or [])
-    if data != "random":
-        raise UserError(f"unknown --data {data!r}: only 'random' is available in this build")
-    world = int(__import__("os").environ.get("WORLD_SIZE", 1))
-    rank = int(__import__("os").environ.get("RANK", 0))
-    context = run.model.text.context_length if run.model.text is not None else None
-    source = RandomCaptionBatches(run.data.captions_per_batch, run.data.images_per_caption,
-                                  run.data.image_size, context_length=context,
-                                  num_captions=max(512, run.data.captions_per_batch),
-                                  seed=run.train.seed, rank=rank, world_size=world)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if data == "random":
+        from stablerep.data import RandomCaptionBatches
+
+        context = run.model.text.context_length if run.model.text is not None else None
+        source = RandomCaptionBatches(run.data.captions_per_batch, run.data.images_per_caption,
+                                      run.data.image_size, context_length=context,
+                                      num_captions=max(512, run.data.captions_per_batch),
+                                      seed=run.train.seed, rank=rank, world_size=world)
+    else:
+        from stablerep.data.shards import build_shard_batches
+
+        source = build_shard_batches(data, run, rank, world, pin_memory=run.train.device != "cpu")
     result = run_training(run, source, out, resume=resume)
     if dist_utils.is_main_process():
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done,

@@ -30,7 +30,7 @@ def test_train_then_resume(tmp_path):
     (["config", "show", "nope"], "no preset 'nope'"),
     (["config", "show", "tiny_cpu", "--set", "train.steps=-1"], "train.steps"),
     (["train", "--out", "X", "--set", "loss.method=bogus"], "loss.method"),
-    (["train", "--out", "X", "--data", "s3://nowhere"], "unknown --data"),
+    (["train", "--out", "X", "--data", "no/such/dataset"], "no dataset at no/such/dataset"),
     (["config", "show", "tiny_cpu", "--set", "oops"], "not of the form"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):

@@ -7,16 +7,11 @@ are a pure function of (seed, step, rank): ``iter_from(step)`` resumes exactly.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import torch
 
-
-def _mix(*values: int) -> int:
-    """A stable 63-bit seed from integers (Python's hash() is not a contract across versions)."""
-    digest = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+from stablerep.seeding import mix_seed
 
 
 class RandomCaptionBatches:
@@ -53,10 +48,10 @@ class RandomCaptionBatches:
                 self.tokens[i, n + 1:] = 0
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(_mix(self.seed, step))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, step))
         chosen = torch.randperm(len(self.prototypes), generator=g)[: self.captions_per_batch]
         local = chosen[self.rank * self.local_captions:(self.rank + 1) * self.local_captions]
-        g_local = torch.Generator().manual_seed(_mix(self.seed, step, self.rank))
+        g_local = torch.Generator().manual_seed(mix_seed(self.seed, step, self.rank))
         base = self.prototypes[local].unsqueeze(1)  # (n, 1, C, H, W)
         noise = torch.randn((len(local), self.m, *base.shape[2:]), generator=g_local)
         out = {"images": base + self.noise * noise, "labels": self.caption_ids[local]}

@@ -26,12 +26,11 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from stablerep import storage
+from stablerep.errors import CheckpointError
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete, tampered with or does not fit the model."""
 
 
 @dataclass

@@ -18,8 +18,11 @@ from tqdm.auto import tqdm
 from stablerep import distributed as dist_utils
 from stablerep import storage
 from stablerep.config import RunConfig
+from stablerep.data.augment import BatchPhotometric, prepare_images
+from stablerep.errors import NonFiniteLossError
 from stablerep.losses import create_loss
 from stablerep.models import StableRepModel, create_model_for_run
+from stablerep.seeding import mix_seed
 from stablerep.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.training.optim import build_optimizer, lr_at, set_lr
 from stablerep.training.precision import resolve_device, resolve_dtype
@@ -28,8 +31,6 @@ from stablerep.training.step import train_step
 log = logging.getLogger("stablerep.train")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops instead of training on garbage."""
 
 
 @dataclass
@@ -64,9 +65,16 @@ def _batches_from(data: Iterable, start_step: int) -> Iterator[dict[str, torch.T
         epoch += 1
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, photometric: BatchPhotometric,
+               seed: int) -> dict[str, torch.Tensor]:
+    """Move tensors to the device. uint8 images (loader crops) get the photometric augmentation
+    there, batched, from a generator seeded by (run seed, step, rank), then normalisation."""
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+           for k, v in batch.items()}
+    if out["images"].dtype == torch.uint8:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        out["images"] = prepare_images(out["images"], photometric, generator)
+    return out
 
 
 def _prepare_model(run: RunConfig, device: torch.device) -> tuple[StableRepModel, nn.Module]:
@@ -136,14 +144,16 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
     last_ckpt, loss_value = ckpt, float("nan")
     world = dist_utils.world_size()
     bar = tqdm(total=end, initial=start, desc=f"train {run.loss.method}", unit="step",
-               disable=not (progress and main), dynamic_ncols=True)
+               disable=None if (progress and main) else True, dynamic_ncols=True)
     batches = _batches_from(data, start)
+    photometric = BatchPhotometric(run.data.augment)
     t_last, images_since = time.perf_counter(), 0
     module.train()
     for step in range(start, end):
         lr = lr_at(step, run.train.steps, run.lr, run.optim.warmup_steps, run.optim.min_lr)
         set_lr(optimizer, lr)
-        batch = _to_device(next(batches), device)
+        batch = _to_device(next(batches), device, photometric,
+                           mix_seed(run.train.seed, step, dist_utils.rank()))
         losses = train_step(run.loss.method, module, loss_fn, optimizer, scaler, batch, device,
                             dtype, run.optim.grad_clip)
         # One host sync per step: a NaN must stop the run before it is checkpointed.

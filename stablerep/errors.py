@@ -1,0 +1,21 @@
+"""Exceptions users see, in a module that imports nothing heavy (the CLI catches them)."""
+
+
+class StableRepError(Exception):
+    """Base of the errors that name a problem a user can fix."""
+
+
+class CheckpointError(StableRepError, RuntimeError):
+    """A checkpoint that is missing, incomplete, tampered with or does not fit the model."""
+
+
+class NonFiniteLossError(StableRepError, RuntimeError):
+    """The loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+class ShardError(StableRepError, RuntimeError):
+    """A shard or mark that is missing, inconsistent or was written for another config."""
+
+
+class CaptionSourceError(StableRepError, ValueError):
+    """A caption file that cannot be read as asked: names the file and the line or row."""

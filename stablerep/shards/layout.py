@@ -1,0 +1,64 @@
+"""The dataset layout at any fsspec URL, and the Parquet schema of a shard.
+
+    ROOT/captions.parquet          caption_id, caption, source columns
+    ROOT/shards/000000.parquet     one row per image; a caption's images together in one row group
+    ROOT/shards/000000.json        the shard's commit mark, written after it
+    ROOT/manifest.json             written last
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from stablerep import storage
+
+FORMAT_VERSION = 1
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+# Hugging Face `datasets` reads this schema metadata and decodes `image` as an Image feature.
+_HF_FEATURES = {
+    "caption_id": {"dtype": "int64", "_type": "Value"},
+    "caption": {"dtype": "string", "_type": "Value"},
+    "image_index": {"dtype": "int32", "_type": "Value"},
+    "seed": {"dtype": "int64", "_type": "Value"},
+    "image": {"_type": "Image"},
+    "width": {"dtype": "int32", "_type": "Value"},
+    "height": {"dtype": "int32", "_type": "Value"},
+}
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("caption_id", pa.int64()),
+        ("caption", pa.string()),
+        ("image_index", pa.int32()),
+        ("seed", pa.int64()),
+        ("image", IMAGE_TYPE),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ],
+    metadata={b"huggingface": json.dumps({"info": {"features": _HF_FEATURES}}).encode()},
+)
+
+
+def shard_name(index: int) -> str:
+    if not isinstance(index, int) or index < 0 or index > 999_999:
+        raise ValueError(f"shard index must be an integer in [0, 999999], got {index!r}")
+    return f"{index:06d}"
+
+
+def shard_url(root: str, index: int) -> str:
+    return storage.join(root, "shards", f"{shard_name(index)}.parquet")
+
+
+def mark_url(root: str, index: int) -> str:
+    return storage.join(root, "shards", f"{shard_name(index)}.json")
+
+
+def manifest_url(root: str) -> str:
+    return storage.join(root, "manifest.json")
+
+
+def captions_url(root: str) -> str:
+    return storage.join(root, "captions.parquet")
