@@ -69,8 +69,10 @@ def train(
                                       seed=run.train.seed, rank=rank, world_size=world)
     else:
         from stablerep.data.shards import build_shard_batches
+        from stablerep.training.precision import resolve_device
 
-        source = build_shard_batches(data, run, rank, world, pin_memory=run.train.device != "cpu")
+        pin = resolve_device(run.train.device).type == "cuda"
+        source = build_shard_batches(data, run, rank, world, pin_memory=pin)
     result = run_training(run, source, out, resume=resume)
     if dist_utils.is_main_process():
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done,
