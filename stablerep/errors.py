@@ -19,3 +19,7 @@ class ShardError(StableRepError, RuntimeError):
 
 class CaptionSourceError(StableRepError, ValueError):
     """A caption file that cannot be read as asked: names the file and the line or row."""
+
+
+class StorageError(StableRepError, OSError):
+    """Reading or writing a URL failed (permissions, credentials, an unreachable store)."""

@@ -6,11 +6,36 @@ Credentials never pass through here: fsspec/s3fs read them from the environment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from stablerep.errors import StorageError
+
+_CREDENTIALS_HINT = ("check the credentials and endpoint in the environment "
+                     "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL or FSSPEC_S3_*)")
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, url: str):
+    """Re-raise permission and connection failures as StorageError naming the URL.
+
+    FileNotFoundError passes through unchanged; secrets never appear (the URL holds none, and
+    messages from the store name no key).
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        raise StorageError(f"cannot {action} {url}: access denied ({exc}); {_CREDENTIALS_HINT}") from None
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"cannot {action} {url}: {exc}") from None
 
 
 def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -29,6 +54,11 @@ def join(url: str, *parts: str) -> str:
 def write_bytes(url: str, data: bytes) -> None:
     """Write a whole object. Locally: temp file then rename, so a reader never sees half a file.
     On object stores: one PUT of bytes already in memory, so a failure leaves no partial object."""
+    with storage_errors("write", url):
+        _write_bytes(url, data)
+
+
+def _write_bytes(url: str, data: bytes) -> None:
     fs, path = get_fs(url)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
@@ -49,13 +79,15 @@ def write_bytes(url: str, data: bytes) -> None:
 
 
 def read_bytes(url: str) -> bytes:
-    fs, path = get_fs(url)
-    return fs.cat_file(path)
+    with storage_errors("read", url):
+        fs, path = get_fs(url)
+        return fs.cat_file(path)
 
 
 def exists(url: str) -> bool:
-    fs, path = get_fs(url)
-    return fs.exists(path)
+    with storage_errors("read", url):
+        fs, path = get_fs(url)
+        return fs.exists(path)
 
 
 def remove(url: str) -> None:
