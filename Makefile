@@ -25,11 +25,19 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The closest real end-to-end run until the offline synthesis demo lands: train the tiny ViT with
-# StableRep's loss on the random-tensor caption source, checkpoint, and resume.
+# The offline end-to-end run on the embedded defaults: procedural captions -> deterministic
+# sample -> procedural synthesis into Parquet shards -> verify -> train the tiny ViT with
+# StableRep's loss on the shards. Idempotent: a rerun skips committed shards and checkpoints.
+DEMO ?= runs/demo
 demo: setup
-	$(BIN)/stablerep train --config tiny_cpu --out runs/demo --set train.steps=120 --set train.log_every=20
-	@echo "run written to runs/demo (config.json, metrics.jsonl, checkpoints/)"
+	$(BIN)/stablerep captions procedural --out $(DEMO)/procedural.txt --n 600
+	$(BIN)/stablerep captions sample $(DEMO)/procedural.txt --out $(DEMO)/data --n 384 --seed 0
+	$(BIN)/stablerep synthesize --captions $(DEMO)/data --out $(DEMO)/data --backend procedural \
+		--images-per-caption 6 --captions-per-shard 64 --resolution 128 --image-size 64
+	$(BIN)/stablerep dataset verify $(DEMO)/data
+	$(BIN)/stablerep train --config tiny_cpu --data $(DEMO)/data --out $(DEMO)/train \
+		--set train.steps=200 --set train.log_every=25 --set data.images_per_caption=4
+	@echo "dataset: $(DEMO)/data   run: $(DEMO)/train (config.json, metrics.jsonl, checkpoints/)"
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py

@@ -219,3 +219,48 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ValueError(f"{path}: expected a mapping at the top level")
     tree = _merge(tree, parse_overrides(overrides or []))
     return RunConfig.model_validate(tree)
+
+
+Backend = Literal["diffusers", "tiny", "procedural"]
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class SynthesisConfig(_Strict):
+    """A synthetic-dataset request. Fields that change the images (or the shard plan) enter the
+    dataset's config hash; batch size, device and progress do not (they never change an image)."""
+
+    backend: Backend = "procedural"
+    model: str = Field(SD15, description="diffusers model id or local path (backend=diffusers)")
+    revision: str | None = None
+    allow_download: bool = Field(False, description="let diffusers fetch a missing model")
+    images_per_caption: int = Field(10, ge=1, le=1000)
+    seed: int = 0
+    captions_per_shard: int = Field(100, ge=1)
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(2.0, ge=0)
+    scheduler: Literal["ddim", "dpm", "euler", "pndm"] = "ddim"
+    eta: float = Field(0.0, ge=0, le=1)
+    resolution: int = Field(512, gt=0, description="generation size (px)")
+    negative_prompt: str | None = None
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    safety_checker: bool = False
+    image_size: int = Field(256, gt=0, description="stored size: shorter side, antialiased")
+    image_format: Literal["jpeg", "webp", "png"] = "jpeg"
+    quality: int = Field(95, ge=1, le=100)
+    batch_size: int = Field(8, ge=1, description="images per backend call")
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SynthesisConfig:
+        if self.backend != "procedural" and self.resolution % 8:
+            raise ValueError(f"resolution must be a multiple of 8 for diffusion models, got {self.resolution}")
+        return self
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that define the dataset (for its config hash and manifest)."""
+        out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download"})
+        if self.backend == "procedural":
+            for key in ("model", "revision", "steps", "guidance", "scheduler", "eta", "negative_prompt",
+                        "dtype", "safety_checker"):
+                out.pop(key)
+        return out

@@ -99,3 +99,13 @@ def dataset_root(request, tmp_path):
     import uuid
 
     return f"s3://{S3_BUCKET}/{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """The tiny SD-architecture pipeline, built once per test session into a temporary cache."""
+    from stablerep.synthesis.tiny import tiny_pipeline_path
+
+    cache = tmp_path_factory.mktemp("stablerep-cache")
+    os.environ["STABLEREP_CACHE"] = str(cache)
+    return tiny_pipeline_path(cache)

@@ -1,0 +1,39 @@
+"""Text-to-image synthesis: backends (diffusers, tiny, procedural) and the shard worker."""
+
+from stablerep.synthesis.base import Backend, GenerationRequest, encode_image
+from stablerep.synthesis.procedural import ProceduralBackend, probe_set, procedural_captions
+from stablerep.synthesis.worker import (
+    BuildResult,
+    ShardPlan,
+    build_dataset,
+    plan_shards,
+    synthesize_shard,
+)
+
+__all__ = [
+    "Backend",
+    "BuildResult",
+    "GenerationRequest",
+    "ProceduralBackend",
+    "ShardPlan",
+    "build_dataset",
+    "create_backend",
+    "encode_image",
+    "plan_shards",
+    "probe_set",
+    "procedural_captions",
+    "synthesize_shard",
+]
+
+
+def create_backend(cfg) -> Backend:
+    """The backend a :class:`stablerep.config.SynthesisConfig` asks for."""
+    if cfg.backend == "procedural":
+        return ProceduralBackend(size=cfg.resolution)
+    from stablerep.synthesis.diffusers_backend import DiffusersBackend
+
+    if cfg.backend == "tiny":
+        from stablerep.synthesis.tiny import tiny_pipeline_path
+
+        return DiffusersBackend.from_config(cfg, model=str(tiny_pipeline_path()))
+    return DiffusersBackend.from_config(cfg)

@@ -1,0 +1,55 @@
+"""The interface every text-to-image backend implements, and image encoding for storage."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from PIL import Image
+
+IMAGE_FORMATS = {"jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp"), "png": ("PNG", "png")}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to make: image ``image_index`` of caption ``caption_id``, from ``seed``."""
+
+    caption_id: int
+    caption: str
+    image_index: int
+    seed: int
+
+
+class Backend(Protocol):
+    """Turns requests into images. The same request must give the same image, whatever else is
+    in the call (batch composition, order) and however often it is retried."""
+
+    name: str
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Image.Image]: ...
+
+    def lineage(self) -> dict[str, Any]:
+        """What a dataset card needs to regenerate the images (model, revision, sampler...)."""
+        ...
+
+
+def encode_image(img: Image.Image, size: int | None = 256, fmt: str = "jpeg",
+                 quality: int = 95) -> tuple[bytes, int, int]:
+    """Downscale (antialiased, shorter side to ``size``) and encode; returns (bytes, width, height)."""
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}; use one of {', '.join(IMAGE_FORMATS)}")
+    img = img.convert("RGB")
+    if size is not None and min(img.size) != size:
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    pil_format, _ = IMAGE_FORMATS[fmt]
+    buf = io.BytesIO()
+    kwargs: dict[str, Any] = {}
+    if pil_format in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if pil_format == "PNG":
+        kwargs["optimize"] = False
+    img.save(buf, format=pil_format, **kwargs)
+    return buf.getvalue(), img.size[0], img.size[1]

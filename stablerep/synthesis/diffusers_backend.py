@@ -1,0 +1,112 @@
+"""Stable Diffusion (or any diffusers text-to-image pipeline) as a synthesis backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from stablerep.errors import StableRepError
+from stablerep.synthesis.base import GenerationRequest
+from stablerep.training.precision import resolve_device
+
+SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
+              "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
+
+
+class ModelNotFoundError(StableRepError, OSError):
+    """The model is neither a local folder nor in the Hugging Face cache (and downloads are off)."""
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def load_pipeline(model: str, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
+                  allow_download: bool = False, safety_checker: bool = False):
+    """diffusers' own from_pretrained, offline unless ``allow_download``; a clear error if missing."""
+    from diffusers import StableDiffusionPipeline
+    from huggingface_hub import constants
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision,
+                              "local_files_only": not allow_download}
+    if not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        return StableDiffusionPipeline.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        where = (f"the folder {model}" if Path(model).exists() else
+                 f"a local folder {model!r} (none exists) and the Hugging Face cache {constants.HF_HUB_CACHE}")
+        raise ModelNotFoundError(
+            f"model {model!r} could not be loaded: looked in {where}"
+            + ("" if allow_download else " with downloads off")
+            + f". Download it once (`huggingface-cli download {model}`), pass a local path with --model, "
+            f"or allow downloads (--set allow_download=true). ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+class DiffusersBackend:
+    """Batches of requests -> images, one torch.Generator per image seeded with its own seed.
+
+    Paper defaults: DDIM, 50 steps, eta 0, guidance 2.0, 512 px. On CUDA: fp16 by default, SDPA
+    attention (diffusers' default), channels_last UNet, optional torch.compile of the UNet.
+    """
+
+    name = "diffusers"
+
+    def __init__(self, model: str, *, revision: str | None = None, device: str = "auto", dtype: str = "auto",
+                 steps: int = 50, guidance: float = 2.0, scheduler: str = "ddim", eta: float = 0.0,
+                 resolution: int = 512, negative_prompt: str | None = None, safety_checker: bool = False,
+                 allow_download: bool = False, compile_unet: bool = False) -> None:
+        import diffusers
+
+        self.device = resolve_device(device)
+        self.dtype = _dtype(dtype, self.device)
+        self.model, self.revision = model, revision
+        self.steps, self.guidance, self.eta = steps, guidance, eta
+        self.resolution, self.negative_prompt = resolution, negative_prompt
+        pipe = load_pipeline(model, revision=revision, dtype=self.dtype, allow_download=allow_download,
+                             safety_checker=safety_checker)
+        scheduler_cls = getattr(diffusers, SCHEDULERS[scheduler])
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        self.scheduler_name = type(pipe.scheduler).__name__
+        pipe = pipe.to(self.device)
+        if self.device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+            if compile_unet:
+                pipe.unet = torch.compile(pipe.unet)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+
+    @classmethod
+    def from_config(cls, cfg, model: str | None = None) -> DiffusersBackend:
+        return cls(model or cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                   steps=cfg.steps, guidance=cfg.guidance, scheduler=cfg.scheduler, eta=cfg.eta,
+                   resolution=cfg.resolution, negative_prompt=cfg.negative_prompt,
+                   safety_checker=cfg.safety_checker, allow_download=cfg.allow_download)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest]) -> list[Image.Image]:
+        gen_device = "cpu" if self.device.type == "mps" else self.device
+        generators = [torch.Generator(gen_device).manual_seed(r.seed) for r in requests]
+        negative = [self.negative_prompt] * len(requests) if self.negative_prompt else None
+        out = self.pipe(prompt=[r.caption for r in requests], negative_prompt=negative,
+                        num_inference_steps=self.steps, guidance_scale=self.guidance, eta=self.eta,
+                        height=self.resolution, width=self.resolution, generator=generators,
+                        output_type="pil")
+        return list(out.images)
+
+    def lineage(self) -> dict[str, Any]:
+        import diffusers
+
+        config = dict(self.pipe.config) if hasattr(self.pipe, "config") else {}
+        return {"backend": self.name, "model": self.model, "revision": self.revision,
+                "model_commit": config.get("_commit_hash") or getattr(self.pipe, "_commit_hash", None),
+                "scheduler": self.scheduler_name, "steps": self.steps, "guidance": self.guidance,
+                "eta": self.eta, "resolution": self.resolution, "negative_prompt": self.negative_prompt,
+                "dtype": str(self.dtype).removeprefix("torch."), "diffusers": diffusers.__version__,
+                "device_type": self.device.type}
