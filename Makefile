@@ -27,7 +27,8 @@ test: setup lint
 
 # The offline end-to-end run on the embedded defaults: procedural captions -> deterministic
 # sample -> procedural synthesis into Parquet shards -> verify -> train the tiny ViT with
-# StableRep's loss on the shards. Idempotent: a rerun skips committed shards and checkpoints.
+# StableRep's loss on the shards -> linear probe, kNN and few-shot on the procedural probe set
+# against the untrained architecture. Idempotent: a rerun skips committed shards and checkpoints.
 DEMO ?= runs/demo
 demo: setup
 	$(BIN)/stablerep captions procedural --out $(DEMO)/procedural.txt --n 600
@@ -37,7 +38,8 @@ demo: setup
 	$(BIN)/stablerep dataset verify $(DEMO)/data
 	$(BIN)/stablerep train --config tiny_cpu --data $(DEMO)/data --out $(DEMO)/train \
 		--set train.steps=200 --set train.log_every=25 --set data.images_per_caption=4
-	@echo "dataset: $(DEMO)/data   run: $(DEMO)/train (config.json, metrics.jsonl, checkpoints/)"
+	$(BIN)/stablerep evaluate --run $(DEMO)/train --per-class 40 --out $(DEMO)/eval.json > /dev/null
+	@echo "dataset: $(DEMO)/data   run: $(DEMO)/train   evaluation: $(DEMO)/eval.json"
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py

@@ -11,7 +11,7 @@ import typer
 
 from stablerep.cli_common import friendly_errors
 from stablerep.cli_data import captions_app, dataset_app
-from stablerep.cli_synthesis import captions_procedural, synthesize
+from stablerep.cli_synthesis import captions_procedural, evaluate, synthesize
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="StableRep: synthetic images from captions -> multi-positive contrastive encoders.")
@@ -20,6 +20,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(captions_app, name="captions")
 app.add_typer(dataset_app, name="dataset")
 app.command("synthesize")(synthesize)
+app.command("evaluate")(evaluate)
 captions_app.command("procedural")(captions_procedural)
 
 

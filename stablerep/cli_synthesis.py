@@ -59,3 +59,40 @@ def captions_procedural(
 
     storage.write_bytes(out, ("\n".join(procedural_captions(n, seed)) + "\n").encode())
     typer.echo(json.dumps({"out": out, "captions": n}))
+
+
+@friendly_errors
+def evaluate(
+    run: Annotated[list[str], typer.Option(help="training run directory (repeatable)")],
+    per_class: Annotated[int, typer.Option(help="probe-set training images per class")] = 40,
+    label: Annotated[str, typer.Option(help="what the probe set labels: shape or colour")] = "shape",
+    random_init: Annotated[bool, typer.Option(help="also score the untrained architecture (the floor)")] = True,
+    l2_values: Annotated[int, typer.Option(help="L2 strengths tried, log-spaced in 1e-6..1e5")] = 12,
+    out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
+) -> None:
+    """Linear probe, kNN and few-shot of trained encoders on the procedural probe set."""
+    import numpy as np
+
+    from stablerep import storage
+    from stablerep.evaluation.suite import evaluate_encoder, load_encoder, probe_split
+
+    results = {}
+    data_by_size: dict[int, dict] = {}
+    grid = list(np.logspace(-6, 5, l2_values))
+    for run_dir in run:
+        model, cfg = load_encoder(run_dir)
+        size = cfg.data.image_size
+        data = data_by_size.setdefault(size, probe_split(per_class, size, label))
+        name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+        results[name] = evaluate_encoder(model, data, size, l2_grid=grid)
+        if random_init and "random_init" not in results:
+            floor, _ = load_encoder(run_dir, random_init=True)
+            results["random_init"] = evaluate_encoder(floor, data, size, l2_grid=grid)
+    lines = ["| encoder | linear probe | kNN | 5-way 5-shot |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['linear_probe']:.3f} | {v['knn']:.3f} | {v['few_shot_5way_5shot']:.3f} |"
+              for k, v in results.items()]
+    typer.echo("\n".join(lines), err=True)
+    payload = json.dumps({"probe_set": {"label": label, "per_class": per_class}, "results": results}, indent=2)
+    if out:
+        storage.write_bytes(out, payload.encode())
+    typer.echo(payload)
