@@ -113,7 +113,8 @@ class BatchPhotometric:
         """Augment ``x`` (N, 3, H, W). ``scale`` multiplies the input first (1/255 for raw uint8
         values converted to float), folded into the colour matrix to save a pass."""
         cfg, n, dev = self.cfg, x.shape[0], x.device
-        m, t = self._colour(x, g, scale)
+        m, t = self.colour_transform(x, g, scale)
+        m = m * scale  # the input's scaling, folded into the colour matrix
         c, hgt, wid = x.shape[1:]
         x = torch.baddbmm(t[..., None], m, x.reshape(n, c, hgt * wid)).view(n, c, hgt, wid).clamp_(0, 1)
         blur = torch.rand(n, generator=g, device=dev) < cfg.blur_p
@@ -124,10 +125,6 @@ class BatchPhotometric:
         if cfg.downsample_p > 0:
             x = self._downsample(x, g)
         return x
-
-    def _colour(self, x: torch.Tensor, g: torch.Generator, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        m, t = self.colour_transform(x, g, scale)
-        return m * scale, t
 
     def _downsample(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
