@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from stablerep import storage
 from stablerep.captions.normalize import CaptionFilter, caption_id, normalize_caption
 from stablerep.captions.sources import CaptionSourceError, read_captions
+from stablerep.shards.layout import read_parquet_bytes
 
 RESERVED = ("caption_id", "caption")
 
@@ -135,4 +136,4 @@ def load_captions(root: str) -> pa.Table:
     url = storage.join(root, "captions.parquet")
     if not storage.exists(url):
         raise FileNotFoundError(f"no captions at {url}: run `stablerep captions sample` first")
-    return pq.read_table(io.BytesIO(storage.read_bytes(url)))
+    return read_parquet_bytes(storage.read_bytes(url))

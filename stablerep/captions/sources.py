@@ -108,7 +108,7 @@ def _read_parquet(url: str, column: str) -> Iterator[RawCaption]:
             if column not in pf.schema_arrow.names:
                 raise CaptionSourceError(f"{url}: no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
             row = 0
-            for batch in pf.iter_batches(batch_size=8192):
+            for batch in pf.iter_batches(batch_size=8192, use_threads=False):  # see read_parquet_bytes
                 for rec in batch.to_pylist():
                     row += 1
                     text = rec.pop(column)

@@ -9,7 +9,6 @@ inside each worker (s3fs is not fork-safe).
 
 from __future__ import annotations
 
-import io
 import random
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from stablerep import distributed as dist_utils
 from stablerep import storage
 from stablerep.data.augment import seeded_choice
 from stablerep.seeding import mix_seed
-from stablerep.shards.layout import shard_url
+from stablerep.shards.layout import read_parquet_bytes, shard_url
 from stablerep.shards.manifest import read_manifest
 
 OPEN_SHARDS = 4
@@ -85,7 +84,8 @@ class ShardCaptionDataset(IterableDataset):
                     fs, path = storage.get_fs(shard_url(self.root, shard))
                     files[shard] = pq.ParquetFile(fs.open(path, "rb"))
                 files.move_to_end(shard)
-                table = files[shard].read_row_group(group, columns=["caption_id", "caption", "image"])
+                table = files[shard].read_row_group(group, columns=["caption_id", "caption", "image"],
+                                                     use_threads=False)  # see read_parquet_bytes
                 ids = table.column("caption_id").to_pylist()
                 captions = table.column("caption").to_pylist()
                 images = table.column("image").combine_chunks().field("bytes").to_pylist()
@@ -217,9 +217,7 @@ def iter_images(root: str, columns: list[str] | None = None) -> Iterator[dict[st
     manifest = read_manifest(root)
     for entry in manifest["shards"]:
         fs, path = storage.get_fs(shard_url(root, entry["index"]))
-        pf = pq.ParquetFile(io.BytesIO(fs.cat_file(path)))
-        for group in range(pf.num_row_groups):
-            yield from pf.read_row_group(group, columns=columns).to_pylist()
+        yield from read_parquet_bytes(fs.cat_file(path), columns).to_pylist()
 
 
 def build_shard_batches(root: str, run, rank: int | None = None, world_size: int | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stablerep import storage
 
@@ -62,3 +63,14 @@ def manifest_url(root: str) -> str:
 
 def captions_url(root: str) -> str:
     return storage.join(root, "captions.parquet")
+
+
+def read_parquet_bytes(blob: bytes, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file held in memory as a table.
+
+    Decoded single-threaded: with pyarrow's thread pool, a read can leave work running when the
+    interpreter exits, and the process then aborts ("terminate called without an active
+    exception"; apache/arrow#33975, #34314, #50482; seen here in about 1 run in 3 with pyarrow
+    26.0.1). Our reads are small, and loader workers already read in parallel.
+    """
+    return pq.read_table(pa.BufferReader(blob), columns=columns, use_threads=False)

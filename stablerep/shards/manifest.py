@@ -13,7 +13,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from stablerep import storage
-from stablerep.shards.layout import FORMAT_VERSION, manifest_url, mark_url, shard_url
+from stablerep.shards.layout import (
+    FORMAT_VERSION,
+    manifest_url,
+    mark_url,
+    read_parquet_bytes,
+    shard_url,
+)
 from stablerep.shards.writer import ShardError, read_mark
 
 LINEAGE_PACKAGES = ("stablerep", "torch", "diffusers", "transformers", "pyarrow", "pillow")
@@ -120,7 +126,7 @@ def _verify_shard(root: str, entry: dict[str, Any], report: VerifyReport, deep: 
         report.problems.append(f"{url}: {meta.num_rows} rows, the manifest says {entry['rows']}")
         return
     if deep:
-        table = pq.read_table(io.BytesIO(blob), columns=["caption_id", "image"])
+        table = read_parquet_bytes(blob, columns=["caption_id", "image"])
         images = table.column("image").combine_chunks().field("bytes")
         if images.null_count:
             report.problems.append(f"{url}: {images.null_count} rows without image bytes")

@@ -1,17 +1,16 @@
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from stablerep import storage
 from stablerep.captions import sample_captions, write_captions
 from stablerep.config import SynthesisConfig
 from stablerep.shards import read_manifest, shard_url, verify_dataset
+from stablerep.shards.layout import read_parquet_bytes
 from stablerep.synthesis import ProceduralBackend, build_dataset, procedural_captions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +28,7 @@ def captions_root(tmp_path):
 def _images(root):
     out = {}
     for entry in read_manifest(root)["shards"]:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(shard_url(root, entry["index"]))))
+        table = read_parquet_bytes(storage.read_bytes(shard_url(root, entry["index"])))
         for row in table.to_pylist():
             out[(row["caption_id"], row["image_index"])] = (row["seed"], row["image"]["bytes"])
     return out
