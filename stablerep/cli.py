@@ -11,6 +11,7 @@ import typer
 
 from stablerep.cli_common import friendly_errors
 from stablerep.cli_data import captions_app, dataset_app
+from stablerep.cli_demo import compare, demo
 from stablerep.cli_synthesis import captions_procedural, evaluate, synthesize
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -21,6 +22,8 @@ app.add_typer(captions_app, name="captions")
 app.add_typer(dataset_app, name="dataset")
 app.command("synthesize")(synthesize)
 app.command("evaluate")(evaluate)
+app.command("compare")(compare)
+app.command("demo")(demo)
 captions_app.command("procedural")(captions_procedural)
 
 

@@ -14,9 +14,9 @@ from stablerep.cli_common import friendly_errors
 def synthesize(
     captions: Annotated[str, typer.Option(help="dataset root holding captions.parquet")],
     out: Annotated[str, typer.Option(help="dataset root to write (may equal --captions)")],
-    backend: Annotated[str, typer.Option(help="diffusers, tiny or procedural")] = "procedural",
-    images_per_caption: Annotated[int, typer.Option(help="K images per caption")] = 10,
-    seed: Annotated[int, typer.Option(help="base seed; image seeds derive from it")] = 0,
+    backend: Annotated[str | None, typer.Option(help="diffusers, tiny or procedural (default procedural)")] = None,
+    images_per_caption: Annotated[int | None, typer.Option(help="K images per caption (default 10)")] = None,
+    seed: Annotated[int | None, typer.Option(help="base seed; image seeds derive from it (default 0)")] = None,
     model: Annotated[str | None, typer.Option(help="diffusers model id or local path")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps (default 50)")] = None,
     guidance: Annotated[float | None, typer.Option(help="classifier-free guidance (default 2.0)")] = None,
@@ -27,13 +27,22 @@ def synthesize(
     batch_size: Annotated[int | None, typer.Option(help="images per backend call (default 8)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="any SynthesisConfig field, key=value")] = None,
+    request: Annotated[str | None, typer.Option(help="YAML/JSON file of SynthesisConfig fields (options override it)")] = None,
+    shards: Annotated[str | None, typer.Option(help="only these planned shards, e.g. 0,3,7 (default: all)")] = None,
 ) -> None:
     """Generate K images per caption into Parquet shards; committed shards are skipped."""
+    from pathlib import Path
+
     import yaml
 
     from stablerep.config import SynthesisConfig
     from stablerep.synthesis import build_dataset, create_backend
 
+    base = {}
+    if request is not None:
+        base = yaml.safe_load(Path(request).read_text(encoding="utf-8")) or {}
+        if not isinstance(base, dict):
+            raise ValueError(f"{request}: expected a mapping of SynthesisConfig fields")
     fields = {"backend": backend, "images_per_caption": images_per_caption, "seed": seed, "model": model,
               "steps": steps, "guidance": guidance, "resolution": resolution, "image_size": image_size,
               "image_format": image_format, "captions_per_shard": captions_per_shard,
@@ -41,9 +50,16 @@ def synthesize(
     for item in set_ or []:
         key, _, raw = item.partition("=")
         fields[key.strip()] = yaml.safe_load(raw)
-    cfg = SynthesisConfig.model_validate({k: v for k, v in fields.items() if v is not None})
-    result = build_dataset(captions, out, cfg, create_backend(cfg))
-    typer.echo(json.dumps({"root": out, "written": len(result.written), "skipped": len(result.skipped),
+    explicit = {k: v for k, v in fields.items() if v is not None}
+    cfg = SynthesisConfig.model_validate({**base, **explicit})
+    chosen = None
+    if shards:
+        try:
+            chosen = sorted({int(part) for part in shards.split(",") if part.strip()})
+        except ValueError:
+            raise ValueError(f"--shards takes comma-separated shard numbers, got {shards!r}") from None
+    result = build_dataset(captions, out, cfg, create_backend(cfg), shards=chosen)
+    typer.echo(json.dumps({"root": out, "written": result.written, "skipped": result.skipped,
                            "totals": result.manifest.get("totals")}))
 
 

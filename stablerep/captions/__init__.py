@@ -1,7 +1,7 @@
 """Caption corpora: streaming readers, normalisation, filters, stable ids, deterministic sampling."""
 
 from stablerep.captions.normalize import CaptionFilter, caption_id, normalize_caption
-from stablerep.captions.sample import SampleResult, sample_captions, write_captions
+from stablerep.captions.sample import SampleResult, merge_captions, sample_captions, write_captions
 from stablerep.captions.sources import CaptionSourceError, RawCaption, read_captions
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "read_captions",
     "sample_captions",
     "write_captions",
+    "merge_captions",
 ]

@@ -123,12 +123,35 @@ def _to_table(rows: list[tuple[int, int, str, dict[str, Any]]]) -> pa.Table:
 
 def write_captions(root: str, result: SampleResult) -> str:
     """Write ROOT/captions.parquet (one PUT) then ROOT/captions.json (statistics)."""
-    buf = io.BytesIO()
-    pq.write_table(result.table, buf, compression="zstd")
     url = storage.join(root, "captions.parquet")
-    storage.write_bytes(url, buf.getvalue())
+    storage.write_bytes(url, _parquet_bytes(result.table))
     storage.write_bytes(storage.join(root, "captions.json"), json.dumps(result.stats, indent=2).encode())
     return url
+
+
+def merge_captions(root: str, table: pa.Table) -> int:
+    """Append the rows of ``table`` whose caption ids ROOT/captions.parquet lacks, keeping the
+    existing rows and their order (shard plans refer to row positions). Returns how many were
+    added; writes nothing when there are none."""
+    url = storage.join(root, "captions.parquet")
+    if not storage.exists(url):
+        storage.write_bytes(url, _parquet_bytes(table))
+        return table.num_rows
+    existing = load_captions(root)
+    known = set(existing.column("caption_id").to_pylist())
+    keep = [cid not in known for cid in table.column("caption_id").to_pylist()]
+    new = table.filter(pa.array(keep, pa.bool_()))
+    if new.num_rows == 0:
+        return 0
+    merged = pa.concat_tables([existing, new], promote_options="permissive")
+    storage.write_bytes(url, _parquet_bytes(merged))
+    return new.num_rows
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
 
 
 def load_captions(root: str) -> pa.Table:

@@ -1,6 +1,7 @@
 """The dataset layout at any fsspec URL, and the Parquet schema of a shard.
 
-    ROOT/captions.parquet          caption_id, caption, source columns
+    ROOT/captions.parquet          caption_id, caption, source columns (rows only ever appended)
+    ROOT/plan.json                 which caption rows each shard holds (only ever extended)
     ROOT/shards/000000.parquet     one row per image; a caption's images together in one row group
     ROOT/shards/000000.json        the shard's commit mark, written after it
     ROOT/manifest.json             written last

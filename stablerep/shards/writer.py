@@ -106,8 +106,9 @@ def committed_mark(root: str, index: int, config_hash: str) -> dict[str, Any] | 
 
 
 def write_shard(root: str, index: int, records: list[ImageRecord], config_hash: str,
-                row_group_rows: int = 256) -> dict[str, Any]:
-    """Write shard ``index`` and commit it with its mark; return the mark.
+                row_group_rows: int = 256, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write shard ``index`` and commit it with its mark; return the mark. ``lineage`` (the
+    backend's model, revision, scheduler...) is kept in the mark.
 
     A shard already committed for ``config_hash`` is left as it is and its mark returned.
     """
@@ -128,6 +129,7 @@ def write_shard(root: str, index: int, records: list[ImageRecord], config_hash: 
         "sha256": hashlib.sha256(blob).hexdigest(),
         "row_groups": groups,
         "config_hash": config_hash,
+        "lineage": lineage or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_bytes(shard_url(root, index), blob)

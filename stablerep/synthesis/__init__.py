@@ -6,7 +6,7 @@ from stablerep.synthesis.worker import (
     BuildResult,
     ShardPlan,
     build_dataset,
-    plan_shards,
+    load_plan,
     synthesize_shard,
 )
 
@@ -19,7 +19,7 @@ __all__ = [
     "build_dataset",
     "create_backend",
     "encode_image",
-    "plan_shards",
+    "load_plan",
     "probe_set",
     "procedural_captions",
     "synthesize_shard",

@@ -1,12 +1,15 @@
 """Plan shards from captions.parquet and synthesise them: skip committed, redo the rest.
 
 A shard is (captions_per_shard captions) x (images_per_caption images), in captions.parquet
-order. Each image's seed is a pure function of (seed, caption_id, image_index), so the dataset
+order; the plan is persisted (ROOT/plan.json) and only ever extended, so appending captions adds
+shards and never changes a committed one. Each image's seed is a pure function of (seed, caption_id, image_index), so the dataset
 is the same however it is split into backend calls, shards, processes and retries.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +17,22 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from stablerep import storage
-from stablerep.captions.sample import load_captions
+from stablerep.captions.sample import load_captions, merge_captions
 from stablerep.config import SynthesisConfig
+from stablerep.errors import ShardError
 from stablerep.seeding import image_seed
-from stablerep.shards import ImageRecord, committed_mark, config_hash, write_manifest, write_shard
-from stablerep.shards.layout import captions_url
+from stablerep.shards import (
+    ImageRecord,
+    committed_mark,
+    config_hash,
+    read_manifest,
+    write_manifest,
+    write_shard,
+)
+from stablerep.shards.layout import captions_url, manifest_url
 from stablerep.synthesis.base import IMAGE_FORMATS, Backend, GenerationRequest, encode_image
+
+PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -34,11 +47,6 @@ class BuildResult:
     manifest: dict[str, Any]
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
-
-
-def plan_shards(captions: list[tuple[int, str]], captions_per_shard: int) -> list[ShardPlan]:
-    return [ShardPlan(i, tuple(captions[start:start + captions_per_shard]))
-            for i, start in enumerate(range(0, len(captions), captions_per_shard))]
 
 
 def shard_requests(plan: ShardPlan, cfg: SynthesisConfig) -> list[GenerationRequest]:
@@ -63,24 +71,46 @@ def synthesize_shard(root: str, plan: ShardPlan, backend: Backend, cfg: Synthesi
             records.append(ImageRecord(req.caption_id, req.caption, req.image_index, req.seed, data, w, h, ext))
         if on_images:
             on_images(len(batch))
-    return write_shard(root, plan.index, records, chash), True
+    return write_shard(root, plan.index, records, chash, lineage=backend.lineage()), True
 
 
-def load_plan(captions_root: str, cfg: SynthesisConfig) -> list[ShardPlan]:
-    table = load_captions(captions_root)
+def _ids_digest(captions: list[tuple[int, str]]) -> str:
+    return hashlib.sha256(b"".join(cid.to_bytes(8, "little", signed=True) for cid, _ in captions)).hexdigest()
+
+
+def load_plan(root: str, cfg: SynthesisConfig) -> list[ShardPlan]:
+    """The shard plan of dataset ``root``: its persisted plan (ROOT/plan.json) extended with new
+    shards for captions appended to captions.parquet since. Planned shards never change, so adding
+    captions never touches a committed shard."""
+    table = load_captions(root)
     captions = list(zip(table.column("caption_id").to_pylist(), table.column("caption").to_pylist(), strict=True))
     if not captions:
-        raise ValueError(f"{captions_url(captions_root)} holds no captions")
-    return plan_shards(captions, cfg.captions_per_shard)
+        raise ValueError(f"{captions_url(root)} holds no captions")
+    url = storage.join(root, PLAN_FILE)
+    plan = json.loads(storage.read_bytes(url)) if storage.exists(url) else {
+        "captions_per_shard": cfg.captions_per_shard, "bounds": [], "rows": 0, "ids_sha256": _ids_digest([])}
+    if plan["captions_per_shard"] != cfg.captions_per_shard:
+        raise ValueError(f"{url}: the dataset is planned with captions_per_shard={plan['captions_per_shard']}, "
+                         f"not {cfg.captions_per_shard}; use that value or a new dataset root")
+    planned = plan["rows"]
+    if planned > len(captions) or _ids_digest(captions[:planned]) != plan["ids_sha256"]:
+        raise ValueError(f"{captions_url(root)} no longer starts with the {planned} captions {url} planned "
+                         "(captions may only be appended); write to a new dataset root")
+    if planned < len(captions):
+        for start in range(planned, len(captions), cfg.captions_per_shard):
+            plan["bounds"].append([start, min(start + cfg.captions_per_shard, len(captions))])
+        plan.update(rows=len(captions), ids_sha256=_ids_digest(captions))
+        storage.write_bytes(url, json.dumps(plan).encode())
+    return [ShardPlan(i, tuple(captions[a:b])) for i, (a, b) in enumerate(plan["bounds"])]
 
 
 def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Backend,
                   progress: bool = True, shards: list[int] | None = None) -> BuildResult:
     """Synthesise every planned shard of ``captions_root`` into ``out_root`` (or only ``shards``),
     then write the manifest when every planned shard is committed."""
-    plans = load_plan(captions_root, cfg)
     if captions_root.rstrip("/") != out_root.rstrip("/"):
-        storage.write_bytes(captions_url(out_root), storage.read_bytes(captions_url(captions_root)))
+        merge_captions(out_root, load_captions(captions_root))
+    plans = load_plan(out_root, cfg)
     chosen = [p for p in plans if shards is None or p.index in shards]
     result = BuildResult(out_root, {})
     total = sum(len(p.captions) for p in chosen) * cfg.images_per_caption
@@ -94,6 +124,24 @@ def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backe
                 result.skipped.append(plan.index)
                 bar.update(len(plan.captions) * cfg.images_per_caption)
     if shards is None or set(p.index for p in plans) <= set(result.written + result.skipped):
-        result.manifest = write_manifest(out_root, [p.index for p in plans], cfg.hashed(),
-                                         config_hash(cfg.hashed()), backend.lineage())
+        result.manifest = finish_dataset(out_root, plans, cfg, backend.lineage())
     return result
+
+
+def finish_dataset(root: str, plans: list[ShardPlan], cfg: SynthesisConfig,
+                   lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest over every planned shard (each must be committed), unless the existing
+    manifest already lists exactly these shards for this request: an unchanged rerun writes nothing.
+    Without ``lineage``, the newest shard's mark gives it (so no backend is needed here)."""
+    chash = config_hash(cfg.hashed())
+    if lineage is None:
+        mark = committed_mark(root, plans[-1].index, chash) if plans else None
+        if mark is None:
+            raise ShardError(f"{root}: shard {plans[-1].index if plans else 0} is not committed; "
+                             "synthesize every planned shard before writing the manifest")
+        lineage = mark.get("lineage", {})
+    if storage.exists(manifest_url(root)):
+        current = read_manifest(root)
+        if current.get("config_hash") == chash and [s["index"] for s in current["shards"]] == [p.index for p in plans]:
+            return current
+    return write_manifest(root, [p.index for p in plans], cfg.hashed(), chash, lineage)

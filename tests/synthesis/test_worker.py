@@ -103,7 +103,7 @@ def test_cli_synthesize_with_the_tiny_backend(tmp_path, captions_root, tiny_sd):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.splitlines()[-1])
-    assert summary["written"] == 2 and summary["totals"]["images"] == 28
+    assert summary["written"] == [0, 1] and summary["totals"]["images"] == 28
     lineage = read_manifest(str(tmp_path / "ds"))["lineage"]
     assert lineage["scheduler"] == "DDIMScheduler" and lineage["guidance"] == 2.0
     bad = subprocess.run([sys.executable, "-m", "stablerep", "synthesize", "--captions", captions_root,

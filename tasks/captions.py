@@ -1,0 +1,30 @@
+"""Caption tasks: sample a corpus into a dataset root (appending, never reordering)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from tasks.retry import IO_RETRIES
+
+
+@task(name="sample-captions", **IO_RETRIES)
+def sample_captions(source: str, root: str, n: int, seed: int = 0, allow_fewer: bool = False) -> dict[str, Any]:
+    """Sample ``n`` captions of ``source`` and append those ROOT/captions.parquet lacks."""
+    from stablerep.captions import merge_captions
+    from stablerep.captions import sample_captions as sample
+
+    result = sample(source, n, seed, allow_fewer=allow_fewer, progress=False)
+    added = merge_captions(root, result.table)
+    return {"root": root, "sampled": result.stats["sampled"], "added": added, "eligible": result.stats["eligible"]}
+
+
+@task(name="procedural-captions", **IO_RETRIES)
+def procedural_captions(url: str, n: int, seed: int = 0) -> str:
+    """Write ``n`` captions of the procedural grammar to ``url`` (a text file) and return it."""
+    from stablerep import storage
+    from stablerep.synthesis import procedural_captions as generate
+
+    storage.write_bytes(url, ("\n".join(generate(n, seed)) + "\n").encode())
+    return url
