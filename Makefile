@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean up down
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ demo: setup
 		--set train.steps=200 --set train.log_every=25 --set data.images_per_caption=4
 	$(BIN)/stablerep evaluate --run $(DEMO)/train --per-class 40 --out $(DEMO)/eval.json > /dev/null
 	@echo "dataset: $(DEMO)/data   run: $(DEMO)/train   evaluation: $(DEMO)/eval.json"
+
+# A local Prefect server, a process worker for each pool (cpu, gpu) and the deployments.
+up: setup
+	deployments/stack.sh up
+
+down:
+	deployments/stack.sh down
 
 bench: setup
 	$(BIN)/python benchmarks/train_step.py

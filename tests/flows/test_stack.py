@@ -1,0 +1,87 @@
+"""The real stack: `deployments/stack.sh up` (server, cpu and gpu process workers, deployments),
+a deployment run through the CLI, its state and artifacts through the API, and the UI in Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "test-output"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {**os.environ, "PREFECT_PORT": str(port), "STACK_DIR": str(directory),
+           "PYTHON_BIN": str(Path(sys.executable).parent)}
+    for key in ("PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(key, None)
+    up = subprocess.run([str(ROOT / "deployments/stack.sh"), "up"], env=env, capture_output=True, text=True,
+                        timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        env.update(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(directory / "home"))
+        yield {"env": env, "api": env["PREFECT_API_URL"], "ui": f"http://127.0.0.1:{port}"}
+    finally:
+        subprocess.run([str(ROOT / "deployments/stack.sh"), "down"], env=env, capture_output=True, timeout=120)
+        assert not any((directory / f"{name}.pid").exists() for name in ("server", "worker-cpu", "worker-gpu"))
+
+
+def _api(stack, path, body=None):
+    request = urllib.request.Request(stack["api"] + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"content-type": "application/json"}, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _chromium(url, *args):
+    profile = SCREENSHOTS / "chromium-profile"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--window-size=1400,1400", "--virtual-time-budget=20000", *args, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+
+
+def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack, tmp_path):
+    out = tmp_path / "demo"
+    demo = {"captions": 32, "steps": 15, "probe_per_class": 8, "captions_per_shard": 16, "methods": ["stablerep", "clip"]}
+    run = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
+                          "stablerep-pipeline/offline-demo", "--param", f"out={out}", "--param", f"demo={json.dumps(demo)}",
+                          "--watch", "--watch-timeout", "600"], env=stack["env"], capture_output=True, text=True, timeout=700)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+    flow_run = _api(stack, f"/flow_runs/{flow_run_id}")
+    assert flow_run["state"]["type"] == "COMPLETED"
+    artifacts = _api(stack, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    keys = {a["key"] for a in artifacts}
+    assert {"evaluation", "evaluation-report", "dataset-card", "dataset-stats", "loss-curve-stablerep",
+            "training-clip"} <= keys, keys
+    progress = [a for a in artifacts if a["type"] == "progress"]
+    assert progress and all(a["data"] == 100.0 for a in progress)
+    assert json.loads((out / "summary.json").read_text())["linear_probe"].keys() == {"stablerep", "clip", "random_init"}
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine: the API checks passed, the UI check needs `apt-get install chromium`")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    report = next(a for a in artifacts if a["key"] == "evaluation-report")
+    page = f"{stack['ui']}/artifacts/artifact/{report['id']}"
+    dom = _chromium(page, "--dump-dom")
+    assert "Probe accuracies" in dom and "random_init" in dom and "data:image/png;base64" in dom
+    shot = SCREENSHOTS / "ui-evaluation-report.png"
+    _chromium(page, f"--screenshot={shot}")
+    assert shot.stat().st_size > 20_000
+    run_page = _chromium(f"{stack['ui']}/runs/flow-run/{flow_run_id}", "--dump-dom")
+    assert "offline-demo" in run_page and "Completed" in run_page
