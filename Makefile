@@ -25,21 +25,14 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The offline end-to-end run on the embedded defaults: procedural captions -> deterministic
-# sample -> procedural synthesis into Parquet shards -> verify -> train the tiny ViT with
-# StableRep's loss on the shards -> linear probe, kNN and few-shot on the procedural probe set
-# against the untrained architecture. Idempotent: a rerun skips committed shards and checkpoints.
+# The offline end-to-end run on the embedded defaults: procedural captions -> procedural synthesis
+# (K images per caption, and one "real" render per caption from a separate seed stream) -> Parquet
+# shards -> StableRep, SimCLR and CLIP tiny ViTs (same captions, same steps) -> linear probe, kNN
+# and few-shot against random init -> $(DEMO)/summary.json, results.md, results.png.
+# A rerun skips committed shards and finished runs.
 DEMO ?= runs/demo
 demo: setup
-	$(BIN)/stablerep captions procedural --out $(DEMO)/procedural.txt --n 600
-	$(BIN)/stablerep captions sample $(DEMO)/procedural.txt --out $(DEMO)/data --n 384 --seed 0
-	$(BIN)/stablerep synthesize --captions $(DEMO)/data --out $(DEMO)/data --backend procedural \
-		--images-per-caption 6 --captions-per-shard 64 --resolution 128 --image-size 64
-	$(BIN)/stablerep dataset verify $(DEMO)/data
-	$(BIN)/stablerep train --config tiny_cpu --data $(DEMO)/data --out $(DEMO)/train \
-		--set train.steps=200 --set train.log_every=25 --set data.images_per_caption=4
-	$(BIN)/stablerep evaluate --run $(DEMO)/train --per-class 40 --out $(DEMO)/eval.json > /dev/null
-	@echo "dataset: $(DEMO)/data   run: $(DEMO)/train   evaluation: $(DEMO)/eval.json"
+	$(BIN)/stablerep demo --out $(DEMO)
 
 # A local Prefect server, a process worker for each pool (cpu, gpu) and the deployments.
 up: setup

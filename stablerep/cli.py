@@ -82,7 +82,7 @@ def train(
         source = build_shard_batches(data, run, rank, world, pin_memory=pin)
     result = run_training(run, source, out, resume=resume)
     if dist_utils.is_main_process():
-        typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done,
+        typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
                                "final_loss": result.final_loss, "checkpoint": result.checkpoint}))
 
 

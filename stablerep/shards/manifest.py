@@ -18,6 +18,7 @@ from stablerep.shards.layout import (
     manifest_url,
     mark_url,
     read_parquet_bytes,
+    shard_name,
     shard_url,
 )
 from stablerep.shards.writer import ShardError, read_mark
@@ -81,6 +82,13 @@ def read_manifest(root: str) -> dict[str, Any]:
         raise ShardError(f"{url}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION or "shards" not in manifest:
         raise ShardError(f"{url}: not a dataset manifest of format {FORMAT_VERSION}")
+    for entry in manifest["shards"]:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ShardError(f"{url}: a shard entry has no valid index (tampered manifest)")
+        if entry.get("file") != f"shards/{shard_name(index)}.parquet":
+            raise ShardError(f"{url}: shard {index} names {entry.get('file')!r}, outside the dataset layout "
+                             "(tampered manifest)")
     return manifest
 
 
