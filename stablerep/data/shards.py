@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -22,6 +23,7 @@ from torchvision.io import ImageReadMode, decode_image
 from stablerep import distributed as dist_utils
 from stablerep import storage
 from stablerep.data.augment import seeded_choice
+from stablerep.errors import ShardError
 from stablerep.seeding import mix_seed
 from stablerep.shards.layout import read_parquet_bytes, shard_url
 from stablerep.shards.manifest import read_manifest
@@ -63,6 +65,7 @@ class ShardCaptionDataset(IterableDataset):
         # skip[stream] captions (resume) and stopping after limit captions (equal batches per slot).
         self.rotation, self.skip, self.limit = 0, None, None
         self.manifest = read_manifest(root)  # small; validated once up front, in the main process
+        self._sizes = {s["index"]: s["bytes"] for s in self.manifest["shards"]}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,6 +76,20 @@ class ShardCaptionDataset(IterableDataset):
             random.Random(mix_seed(self.seed, self.epoch)).shuffle(units)
         return units[slot::slots]
 
+    def _open_shard(self, shard: int) -> pq.ParquetFile:
+        """Open a shard for row-group reads after checking its size against the manifest; pages
+        are CRC-checked as they are read."""
+        url = shard_url(self.root, shard)
+        fs, path = storage.get_fs(url)
+        expected = self._sizes.get(shard)
+        size = fs.size(path)
+        if expected is not None and size != expected:
+            raise ShardError(f"{url}: {size} bytes, the manifest says {expected} (truncated or replaced)")
+        try:
+            return pq.ParquetFile(fs.open(path, "rb"), page_checksum_verification=True)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ShardError(f"{url}: not a readable Parquet file ({exc})") from None
+
     def _raw(self, units) -> Iterator[tuple[int, str, list[bytes], int]]:
         """Captions of each unit, reading only that row group (the footer and one byte range)."""
         files: OrderedDict[int, pq.ParquetFile] = OrderedDict()  # a few open shards per worker
@@ -81,11 +98,14 @@ class ShardCaptionDataset(IterableDataset):
                 if shard not in files:
                     if len(files) >= OPEN_SHARDS:
                         files.popitem(last=False)[1].close()
-                    fs, path = storage.get_fs(shard_url(self.root, shard))
-                    files[shard] = pq.ParquetFile(fs.open(path, "rb"))
+                    files[shard] = self._open_shard(shard)
                 files.move_to_end(shard)
-                table = files[shard].read_row_group(group, columns=["caption_id", "caption", "image"],
-                                                     use_threads=False)  # see read_parquet_bytes
+                try:
+                    table = files[shard].read_row_group(group, columns=["caption_id", "caption", "image"],
+                                                         use_threads=False)  # see read_parquet_bytes
+                except OSError as exc:  # pyarrow: CRC mismatch, truncated page...
+                    raise ShardError(f"{shard_url(self.root, shard)}: row group {group} is corrupt ({exc}); "
+                                     "`stablerep dataset verify` checks every shard") from None
                 ids = table.column("caption_id").to_pylist()
                 captions = table.column("caption").to_pylist()
                 images = table.column("image").combine_chunks().field("bytes").to_pylist()

@@ -59,7 +59,10 @@ def encode_shard(records: list[ImageRecord], row_group_rows: int = 256) -> tuple
     """Parquet bytes for ``records`` and the (rows, captions) of each row group."""
     buf = io.BytesIO()
     groups = []
-    with pq.ParquetWriter(buf, SHARD_SCHEMA, compression="zstd") as writer:
+    # page CRCs let a reader that fetches single row groups still detect flipped bytes
+    # (no dictionary for image bytes: every image is unique, and dictionary pages go unchecked)
+    with pq.ParquetWriter(buf, SHARD_SCHEMA, compression="zstd", write_page_checksum=True,
+                          use_dictionary=["caption"]) as writer:
         for start, stop in _row_groups(records, row_group_rows):
             part = records[start:stop]
             table = pa.table({

@@ -1,6 +1,7 @@
 """The real stack: `deployments/stack.sh up` (server, cpu and gpu process workers, deployments),
 a deployment run through the CLI, its state and artifacts through the API, and the UI in Chromium."""
 
+import contextlib
 import json
 import os
 import re
@@ -85,3 +86,66 @@ def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack,
     assert shot.stat().st_size > 20_000
     run_page = _chromium(f"{stack['ui']}/runs/flow-run/{flow_run_id}", "--dump-dom")
     assert "offline-demo" in run_page and "Completed" in run_page
+
+
+def _descendants(pid):
+    """pid and every process below it (children in other sessions included), from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def test_a_killed_flow_run_is_marked_crashed_and_a_rerun_resumes(stack, tmp_path):
+    import signal
+    import time
+
+    from stablerep.shards import read_manifest, verify_dataset
+    from stablerep.synthesis import procedural_captions
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(procedural_captions(64, seed=4)) + "\n")
+    root = tmp_path / "ds"
+    request = {"root": str(root), "captions": {"source": str(corpus), "n": 64},
+               "synthesis": {"images_per_caption": 4, "captions_per_shard": 4, "resolution": 384, "image_size": 64,
+                             "image_format": "png", "batch_size": 4},
+               "shards_per_task": 2}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    args = [prefect, "deployment", "run", "build-dataset/default", "--param", f"request={json.dumps(request)}"]
+    started = subprocess.run(args, env=stack["env"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+    deadline = time.time() + 300
+    while len(list((root / "shards").glob("*.json"))) < 3:
+        assert time.time() < deadline, "no shard committed in time"
+        time.sleep(0.2)
+    worker = int((Path(stack["env"]["STACK_DIR"]) / "worker-cpu.pid").read_text())
+    flow_processes = [p for p in _descendants(worker) if p != worker]
+    assert flow_processes, "the flow run's process was not found under the worker"
+    for pid in flow_processes:  # preemption: the flow run and its shard subprocess die at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 120
+    while (state := _api(stack, f"/flow_runs/{run_id}")["state"]["type"]) not in ("CRASHED", "FAILED", "COMPLETED"):
+        assert time.time() < deadline, f"flow run still {state}"
+        time.sleep(1)
+    assert state == "CRASHED"
+    committed = len(list((root / "shards").glob("*.json")))
+    assert not (root / "manifest.json").exists()
+    rerun = subprocess.run(args + ["--watch", "--watch-timeout", "600"], env=stack["env"], capture_output=True,
+                           text=True, timeout=700)
+    assert rerun.returncode == 0, rerun.stdout[-2000:]
+    second = re.search(r"UUID: ([0-9a-f-]{36})", rerun.stdout).group(1)
+    logs = _api(stack, "/logs/filter", {"logs": {"flow_run_id": {"any_": [second]}}, "limit": 200})
+    plan = next(m for m in (log["message"] for log in logs) if "planned shards" in m)
+    assert plan.startswith("16 planned shards, ") and int(plan.split(", ")[1].split()[0]) <= 16 - committed, plan
+    assert read_manifest(str(root))["totals"]["images"] == 256 and verify_dataset(str(root), deep=True).ok
