@@ -149,3 +149,28 @@ def test_a_killed_flow_run_is_marked_crashed_and_a_rerun_resumes(stack, tmp_path
     plan = next(m for m in (log["message"] for log in logs) if "planned shards" in m)
     assert plan.startswith("16 planned shards, ") and int(plan.split(", ")[1].split()[0]) <= 16 - committed, plan
     assert read_manifest(str(root))["totals"]["images"] == 256 and verify_dataset(str(root), deep=True).ok
+
+
+def test_fan_out_to_the_gpu_pool_deployment(stack, tmp_path):
+    """build-dataset on the cpu pool sends its shard batches as flow runs of synthesize-shards/gpu,
+    which the gpu pool's worker runs; the parent counts them in and writes the manifest."""
+    from stablerep.shards import read_manifest, verify_dataset
+    from stablerep.synthesis import procedural_captions
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(procedural_captions(24, seed=6)) + "\n")
+    root = tmp_path / "ds"
+    request = {"root": str(root), "captions": {"source": str(corpus), "n": 24},
+               "synthesis": {"images_per_caption": 2, "captions_per_shard": 4, "resolution": 64, "image_size": 32},
+               "shards_per_task": 3, "fan_out": "deployment"}
+    run = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run", "build-dataset/default",
+                          "--param", f"request={json.dumps(request)}", "--watch", "--watch-timeout", "600"],
+                         env=stack["env"], capture_output=True, text=True, timeout=700)
+    assert run.returncode == 0, run.stdout[-3000:]
+    parent = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+    children = _api(stack, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [parent]}}})
+    shard_runs = [c for c in children if c.get("deployment_id")]
+    assert len(shard_runs) == 2 and all(c["state"]["type"] == "COMPLETED" for c in shard_runs)
+    pools = {c["work_pool_name"] for c in shard_runs}
+    assert pools == {"gpu"}, pools
+    assert read_manifest(str(root))["totals"]["images"] == 48 and verify_dataset(str(root), deep=True).ok
