@@ -87,6 +87,7 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
                         progress: ShardProgress) -> list[str]:
     """One flow run of the shard deployment per batch; wait for all, counting commits as they land."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.context import get_run_context
     from prefect.deployments import run_deployment
 
@@ -102,10 +103,15 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
     with get_client(sync_client=True) as client:
         while runs:
             time.sleep(2)
-            for run_id in list(runs):
-                state = client.read_flow_run(run_id).state
+            # one request per poll (the API returns at most 200 runs: the rest wait their turn)
+            ids = list(runs)[:200]
+            pending = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                                            limit=len(ids))
+            for run in pending:
+                state = run.state
                 if state is None or not state.is_final():
                     continue
+                run_id = run.id
                 batch = runs.pop(run_id)
                 if state.is_completed():
                     progress.add(sum(images[i] for i in batch))

@@ -21,6 +21,19 @@ def format_validation(exc: ValidationError) -> str:
     return f"invalid config: {where}: {first['msg']}{more}"
 
 
+def parse_set_options(items: list[str] | None) -> dict:
+    """``--set key=value`` options as a dict, each value parsed as YAML (numbers, lists, null)."""
+    import yaml
+
+    fields = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set takes key=value, got {item!r}")
+        fields[key.strip()] = yaml.safe_load(raw)
+    return fields
+
+
 def friendly_errors(fn):
     """Turn expected failures into ``error: ...`` on stderr and exit 2."""
     @functools.wraps(fn)

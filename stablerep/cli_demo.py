@@ -7,19 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import UserError, friendly_errors
-
-
-def _fields(items: list[str] | None) -> dict:
-    import yaml
-
-    fields = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise UserError(f"--set takes key=value, got {item!r}")
-        fields[key.strip()] = yaml.safe_load(raw)
-    return fields
+from stablerep.cli_common import UserError, friendly_errors, parse_set_options
 
 
 @friendly_errors
@@ -32,7 +20,7 @@ def demo(
     from stablerep.demo import DemoConfig, run_demo
     from stablerep.evaluation.compare import markdown_table
 
-    summary = run_demo(out, DemoConfig.model_validate(_fields(set_)))
+    summary = run_demo(out, DemoConfig.model_validate(parse_set_options(set_)))
     typer.echo(markdown_table(summary), err=True)
     typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "knn", "report", "timings_s")}))
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import friendly_errors
+from stablerep.cli_common import friendly_errors, parse_set_options
 
 
 @friendly_errors
@@ -47,9 +47,7 @@ def synthesize(
               "steps": steps, "guidance": guidance, "resolution": resolution, "image_size": image_size,
               "image_format": image_format, "captions_per_shard": captions_per_shard,
               "batch_size": batch_size, "device": device}
-    for item in set_ or []:
-        key, _, raw = item.partition("=")
-        fields[key.strip()] = yaml.safe_load(raw)
+    fields.update(parse_set_options(set_))
     explicit = {k: v for k, v in fields.items() if v is not None}
     cfg = SynthesisConfig.model_validate({**base, **explicit})
     chosen = None

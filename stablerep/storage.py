@@ -7,6 +7,7 @@ Credentials never pass through here: fsspec/s3fs read them from the environment
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import time
@@ -28,6 +29,7 @@ RETRIES_ENV = "STABLEREP_STORAGE_RETRIES"  # extra attempts after a transient fa
 BACKOFF_ENV = "STABLEREP_STORAGE_BACKOFF_S"  # first delay; doubles each time, +-25% jitter (default 2)
 
 
+@functools.cache
 def _client_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions of the S3 client stack that are not OSError (botocore's connection errors...)."""
     out: list[type[BaseException]] = []

@@ -21,9 +21,12 @@ class CommandFailed(RuntimeError):
     """The child died or failed (not a refusal of its input); the message is its last error line."""
 
 
-def run_stablerep(args: list[str], timeout_s: float | None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """``python -m stablerep ARGS``; returns the JSON its last stdout line prints."""
-    cmd = [sys.executable, "-m", "stablerep", *args]
+def run_stablerep(args: list[str], timeout_s: float | None, env: dict[str, str] | None = None,
+                  torchrun: list[str] | None = None) -> dict[str, Any]:
+    """``python -m stablerep ARGS`` (or, with ``torchrun`` options, the same under
+    ``torch.distributed.run``); returns the JSON its last stdout line prints."""
+    launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun is not None else []
+    cmd = [sys.executable, *launcher, "-m", "stablerep", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, **(env or {})})
     try:

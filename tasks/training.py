@@ -44,26 +44,10 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
             config = Path(tmp) / "run.yaml"
             config.write_text(yaml.safe_dump(run.model_dump(mode="json")), encoding="utf-8")
             args = ["train", "--config", str(config), "--data", data, "--out", run_dir]
-            if launcher == "torchrun":
-                args = ["--standalone", f"--nproc-per-node={nproc_per_node}", "-m", "stablerep", *args]
-                summary = _run_torchrun(args, timeout_s)
-            else:
-                summary = run_stablerep(args, timeout_s)
+            torchrun = ["--standalone", f"--nproc-per-node={nproc_per_node}"] if launcher == "torchrun" else None
+            summary = run_stablerep(args, timeout_s, torchrun=torchrun)
     publish_training(run, run_dir, summary)
     return summary
-
-
-def _run_torchrun(args: list[str], timeout_s: float | None) -> dict[str, Any]:
-    import json
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args], capture_output=True, text=True,
-                          timeout=timeout_s)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(f"torchrun exited {proc.returncode}: {lines[-1] if lines else 'no message'}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def publish_training(run: RunConfig, run_dir: str, summary: dict[str, Any]) -> None:
