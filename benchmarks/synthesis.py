@@ -26,8 +26,8 @@ import torch
 from stablerep.seeding import image_seed
 from stablerep.synthesis import GenerationRequest
 from stablerep.synthesis.diffusers_backend import DiffusersBackend
-from stablerep.synthesis.procedural import procedural_captions
 from stablerep.synthesis.tiny import tiny_pipeline_path
+from stablerep.world import procedural_captions
 
 SD15_UNET_TFLOP_PER_GUIDED_STEP_512 = 1.354
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

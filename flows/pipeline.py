@@ -15,7 +15,7 @@ from flows.dataset import CaptionRequest, DatasetRequest, run_build
 from stablerep import storage
 from stablerep.demo import TRAINS_ON, DemoConfig, dataset_root, run_config, synthesis_config
 from tasks.captions import procedural_captions
-from tasks.evaluation import evaluate_encoders
+from tasks.evaluation import compare_encoders
 from tasks.training import train_encoder
 
 
@@ -40,6 +40,6 @@ def stablerep_pipeline(out: str = "runs/pipeline", demo: DemoConfig | None = Non
         train_encoder(run_config(cfg, method), dataset_root(out, TRAINS_ON[method]), run_dir, launcher=launcher)
         runs[method] = run_dir
     extra = {"settings": cfg.model_dump(mode="json"), "datasets": {k: v["root"] for k, v in datasets.items()}}
-    summary = evaluate_encoders(runs, out, list(cfg.probe_labels), cfg.probe_per_class, extra=extra)
+    summary = compare_encoders(runs, out, list(cfg.probe_labels), cfg.probe_per_class, extra=extra)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary

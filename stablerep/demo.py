@@ -64,7 +64,7 @@ def make_captions(out: str, cfg: DemoConfig) -> str:
     """Write OUT/captions.txt (the grammar's captions) and sample them into OUT/synthetic."""
     from stablerep.captions.sample import sample_captions, write_captions
     from stablerep.shards.layout import captions_url
-    from stablerep.synthesis.procedural import procedural_captions
+    from stablerep.world import procedural_captions
 
     root = dataset_root(out, "synthetic")
     if storage.exists(captions_url(root)):

@@ -13,53 +13,62 @@ from typing import Any
 import numpy as np
 
 from stablerep import storage
-from stablerep.evaluation.suite import evaluate_encoder, load_encoder, probe_split
+from stablerep.evaluation.suite import EvalSuite, run_evaluation
+from stablerep.plots import figure_png, pyplot
+from stablerep.world import COLOURS, SHAPES
 
 METRICS = ("linear_probe", "knn", "few_shot_5way_5shot")
 PROBE_LABELS = ("shape", "colour")
 
 
-def compare_runs(runs: dict[str, str], *, labels: tuple[str, ...] = PROBE_LABELS, per_class: int = 40,
-                 random_init: bool = True, l2_values: int = 12, few_shot_episodes: int = 100,
-                 progress=None) -> dict[str, Any]:
-    """Score each run directory in ``runs`` (name -> run dir) on every probe label.
-
-    Returns ``{"linear_probe": {name: acc}, "knn": {...}, "few_shot_5way_5shot": {...},
-    "by_label": {label: {name: metrics}}, "probe_set": {...}}``; accuracies are in [0, 1] and the
-    top-level ones are means over ``labels``. ``random_init`` adds the first run's architecture,
-    untrained, as ``random_init``. ``progress`` is called with a message after each encoder.
-    """
+def probe_suite(runs: dict[str, str], labels: tuple[str, ...] = PROBE_LABELS, per_class: int = 40,
+                test_per_class: int | None = None, random_init: bool = True, l2_values: int = 12,
+                few_shot_episodes: int = 100, cache: str | None = None) -> EvalSuite:
+    """The comparison as an evaluation suite: every run (plus, with ``random_init``, the first
+    run's architecture untrained) on ``procedural:LABEL`` for each label."""
     if not runs:
         raise ValueError("nothing to compare: give at least one training run")
     bad = [label for label in labels if label not in PROBE_LABELS]
     if bad:
         raise ValueError(f"unknown probe label(s) {bad}: choose from {list(PROBE_LABELS)}")
-    grid = list(np.logspace(-6, 5, l2_values))
-    encoders = {name: load_encoder(run_dir) for name, run_dir in runs.items()}
+    encoders = dict(runs)
     if random_init:
-        encoders["random_init"] = load_encoder(next(iter(runs.values())), random_init=True)
-    by_label: dict[str, dict[str, Any]] = {}
-    for label in labels:
-        data_by_size: dict[int, dict[str, Any]] = {}
-        by_label[label] = {}
-        for name, (model, cfg) in encoders.items():
-            size = cfg.data.image_size
-            data = data_by_size.setdefault(size, probe_split(per_class, size, label))
-            by_label[label][name] = evaluate_encoder(model, data, size, l2_grid=grid,
-                                                     few_shot_episodes=few_shot_episodes)
-            if progress:
-                progress(f"{label}: {name}")
+        encoders["random_init"] = "random:" + next(iter(runs.values()))
+    datasets = {label: {"spec": f"procedural:{label}", "per_class": per_class, "test_per_class": test_per_class}
+                for label in labels}
+    return EvalSuite.model_validate({
+        "encoders": encoders, "datasets": datasets, "features": {"cache": cache, "device": "cpu"},
+        "protocols": {"linear_probe": {"l2_values": l2_values}, "few_shot": {"shots": [5], "queries": 5, "episodes": few_shot_episodes},
+                      "zero_shot": {"enabled": False}}})
+
+
+def compare_runs(runs: dict[str, str], *, labels: tuple[str, ...] = PROBE_LABELS, per_class: int = 40,
+                 test_per_class: int | None = None, random_init: bool = True, l2_values: int = 12,
+                 few_shot_episodes: int = 100, cache: str | None = None, progress=None) -> dict[str, Any]:
+    """Score each run directory in ``runs`` (name -> run dir) on every probe label, through the
+    evaluation suite (:func:`stablerep.evaluation.suite.run_evaluation`).
+
+    Returns ``{"linear_probe": {name: acc}, "knn": {...}, "few_shot_5way_5shot": {...},
+    "by_label": {label: {name: metrics}}, "probe_set": {...}, "evaluation": <the suite's summary>}``;
+    accuracies are in [0, 1] and the top-level ones are means over ``labels``. ``progress`` is called
+    with a message after each encoder.
+    """
+    suite = probe_suite(runs, labels, per_class, test_per_class, random_init, l2_values, few_shot_episodes, cache)
+    evaluation = run_evaluation(suite, out=None, progress=False, on_step=progress)
+    by_label = evaluation["results"]
+    names = list(suite.encoders)
     summary: dict[str, Any] = {metric: {name: float(np.mean([by_label[label][name][metric] for label in labels]))
-                                        for name in encoders} for metric in METRICS}
+                                        for name in names} for metric in METRICS}
     summary["by_label"] = by_label
     summary["probe_set"] = {"labels": list(labels), "per_class": per_class,
+                            "test_per_class": evaluation["datasets"][labels[0]]["test_images"]
+                            // len(_classes(labels[0])),
                             "chance": {label: 1 / len(_classes(label)) for label in labels}}
+    summary["evaluation"] = {k: evaluation[k] for k in ("datasets", "encoders", "settings", "timings_s", "cache")}
     return summary
 
 
 def _classes(label: str) -> tuple[str, ...]:
-    from stablerep.synthesis.procedural import COLOURS, SHAPES
-
     return SHAPES if label == "shape" else tuple(COLOURS)
 
 
@@ -78,8 +87,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 def plot_summary(summary: dict[str, Any]) -> bytes:
     """A grouped bar chart (PNG bytes): one group per metric, one bar per encoder."""
-    from stablerep.plots import figure_png, pyplot
-
     plt = pyplot()
     names = list(summary["linear_probe"])
     labels = summary["probe_set"]["labels"]

@@ -8,7 +8,7 @@ from stablerep.synthesis import (
     probe_set,
     procedural_captions,
 )
-from stablerep.synthesis.procedural import SHAPES, parse_caption
+from stablerep.world import SHAPES, parse_caption
 
 
 def _h(img):
