@@ -22,13 +22,14 @@ from PIL import Image, ImageChops, ImageDraw
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "bar")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
            "purple": (140, 60, 180), "orange": (240, 140, 30), "white": (240, 240, 240), "black": (25, 25, 25)}
-SIZES = {"small": 0.13, "large": 0.24}
+SIZES = {"small": 0.16, "large": 0.26}
 COUNTS = {"one": 1, "two": 2, "three": 3}
 POSITIONS = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
              "bottom right": (0.72, 0.72), "centre": (0.5, 0.5)}
 TEXTURES = ("plain", "striped", "dotted")
 BACKGROUNDS = {"gray": (128, 128, 128), "sand": (214, 190, 140), "sky": (140, 190, 235),
                "grass": (90, 150, 70), "night": (20, 24, 60)}
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": tuple(COLOURS)}  # probe labels
 _PLURAL = {s: s + ("es" if s.endswith("s") else "s") for s in SHAPES}
 
 
@@ -72,6 +73,20 @@ def parse_caption(caption: str, rng: random.Random) -> Scene:
                  find(POSITIONS, default.position), find(BACKGROUNDS, default.background))
 
 
+def caption_targets(caption: str, attributes: tuple[str, ...] | list[str] = ("shape", "colour")) -> list[int]:
+    """Class indices of ``attributes`` named by ``caption`` (ValueError if it names none)."""
+    scene = parse_caption(caption, random.Random(0))
+    text = " " + caption.lower() + " "
+    out = []
+    for attribute in attributes:
+        value = getattr(scene, attribute)
+        forms = [value] + ([_PLURAL[value]] if value in _PLURAL else [])
+        if not any(f" {form} " in text for form in forms):
+            raise ValueError(f"caption {caption!r} names no {attribute}")
+        out.append(ATTRIBUTES[attribute].index(value))
+    return out
+
+
 def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def polygon(n, radii):
         return [(cx + radii[i % len(radii)] * math.cos(angle + 2 * math.pi * i / n),
@@ -109,12 +124,12 @@ def render(scene: Scene, seed: int, size: int = 256) -> Image.Image:
     img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     px, py = POSITIONS[scene.position]
     colour = _shade(COLOURS[scene.colour], rng)
-    r = SIZES[scene.size] * size * rng.uniform(0.8, 1.2) / (1 + 0.25 * (COUNTS[scene.count] - 1))
+    r = SIZES[scene.size] * size * rng.uniform(0.85, 1.15) / (1 + 0.15 * (COUNTS[scene.count] - 1))
     for k in range(COUNTS[scene.count]):
-        spread = 0.12 * size * (COUNTS[scene.count] > 1)
+        spread = 1.25 * r * (COUNTS[scene.count] > 1)  # objects side by side, not merged
         cx = px * size + rng.uniform(-0.06, 0.06) * size + spread * math.cos(2 * math.pi * k / COUNTS[scene.count])
         cy = py * size + rng.uniform(-0.06, 0.06) * size + spread * math.sin(2 * math.pi * k / COUNTS[scene.count])
-        angle = rng.uniform(0, 2 * math.pi)
+        angle = rng.uniform(-0.4, 0.4)  # about upright, as generators draw objects
         box = [cx - 1.5 * r, cy - 1.5 * r, cx + 1.5 * r, cy + 1.5 * r]
         mask = Image.new("L", (size, size))
         pen = ImageDraw.Draw(mask)
@@ -129,7 +144,8 @@ def render(scene: Scene, seed: int, size: int = 256) -> Image.Image:
             pattern = Image.new("L", (size, size))
             _texture(ImageDraw.Draw(pattern), scene.texture, box, r)
             ink = (255, 255, 255) if sum(colour) < 400 else (20, 20, 20)
-            img.paste(ink, mask=ImageChops.multiply(mask, pattern))
+            # half-strength ink: the pattern shows without breaking the silhouette
+            img.paste(ink, mask=ImageChops.multiply(mask, pattern.point(lambda v: v // 2)))
     return img
 
 

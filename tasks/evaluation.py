@@ -9,7 +9,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stablerep import storage
-from stablerep.evaluation.compare import METRICS, compare_runs, markdown_table, write_report
+from stablerep.demo import DemoConfig, compare_methods
+from stablerep.evaluation.compare import METRICS, markdown_table, write_report
 from stablerep.evaluation.report import markdown_report, metrics_present
 from stablerep.evaluation.suite import EvalSuite, run_evaluation
 from tasks.artifacts import artifact_key, png_markdown
@@ -33,18 +34,20 @@ def evaluate_suite(suite: EvalSuite, out: str) -> dict[str, Any]:
 
 
 @task(name="compare-encoders", **IO_RETRIES)
-def compare_encoders(runs: dict[str, str], out: str, labels: list[str], per_class: int = 40,
+def compare_encoders(out: str, demo: DemoConfig, runs: dict[str, dict[int, str]],
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The demo's comparison: linear probe, kNN and few-shot of each run (plus random init) on the
-    procedural probe set, through the same evaluation suite."""
-    summary = compare_runs(runs, labels=tuple(labels), per_class=per_class)
+    """The demo's comparison (every method over its seeds, plus random init, on the procedural
+    probe set, through the same evaluation suite), written to OUT and shown in the UI."""
+    summary = compare_methods(out, demo, runs)
     summary.update(extra or {})
     summary["runs"] = runs
     summary["report"] = write_report(out, summary)
-    create_table_artifact(key=artifact_key("evaluation"), description=f"Probe accuracies (mean over {labels})",
-                          table=[{"encoder": name, **{m: round(summary[m][name], 4) for m in METRICS}}
+    create_table_artifact(key=artifact_key("evaluation"), description="Probe accuracies: mean and 95% interval "
+                          f"over seeds {demo.seeds} (mean over {list(demo.probe_labels)})",
+                          table=[{"encoder": name, **{m: round(summary[m][name], 4) for m in METRICS},
+                                  **{f"{m}_ci95": summary["ci95"][m][name] for m in METRICS}}
                                  for name in summary["linear_probe"]])
     create_markdown_artifact(key=artifact_key("evaluation-report"), description=f"Comparison: {out}",
                              markdown=markdown_table(summary) + "\n" + png_markdown(
                                  "Probe accuracies", storage.read_bytes(summary["report"]["plot"])))
-    return {key: summary[key] for key in ("linear_probe", "knn", "few_shot_5way_5shot", "report")}
+    return {key: summary[key] for key in ("linear_probe", "knn", "few_shot_5way_5shot", "ci95", "report")}

@@ -21,7 +21,8 @@ Launcher = Literal["subprocess", "torchrun", "inline"]
 def _run_name() -> str:
     from prefect.runtime import task_run
 
-    return f"train-{task_run.parameters['run'].loss.method}"
+    run = task_run.parameters['run']
+    return f"train-{run.loss.method}-seed-{run.train.seed}"
 
 
 @task(name="train-encoder", task_run_name=_run_name, **IO_RETRIES)
