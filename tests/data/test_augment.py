@@ -63,3 +63,30 @@ def test_prepare_images_is_seeded_and_shapes_survive():
     assert a.shape == imgs.shape and a.dtype == torch.float32 and torch.equal(a, b)
     with pytest.raises(ValueError, match="needs a torch.Generator"):
         prepare_images(imgs, p)
+
+
+def _applied_fraction(cfg, changed) -> float:
+    """Share of 4,000 images that ``changed(x, y)`` says the augmentation touched."""
+    x = torch.rand(4000, 3, 8, 8) * 0.5 + 0.25
+    y = BatchPhotometric(cfg)(x.clone(), torch.Generator().manual_seed(11))
+    return float(changed(x, y).float().mean())
+
+
+@pytest.mark.parametrize("which,p", [("grayscale", 0.2), ("jitter", 0.8), ("blur", 0.5), ("downsample", 0.05)])
+def test_each_augmentation_fires_with_its_probability(which, p):
+    # 4,000 independent draws: the share is within 4.5 binomial standard deviations of p (a false
+    # alarm about once in 150,000 runs), and a probability off by 0.05 or more fails.
+    off = dict(color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, downsample_p=0.0)
+    cfg = AugmentConfig(**{**off, {"grayscale": "grayscale_p", "jitter": "color_jitter_p", "blur": "blur_p",
+                                   "downsample": "downsample_p"}[which]: p},
+                        blur_sigma=(1.0, 2.0), downsample_sizes=(2,))
+    if which == "grayscale":
+        def changed(x, y):
+            return (y[:, 0] - y[:, 1]).abs().amax(dim=(1, 2)) < 1e-6
+    else:
+        def changed(x, y):
+            return (y - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    share = _applied_fraction(cfg, changed)
+    sd = (p * (1 - p) / 4000) ** 0.5
+    assert abs(share - p) < max(4.5 * sd, 0.004), (which, share, p)
+    assert abs(share - p) < 0.05
