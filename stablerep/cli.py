@@ -81,9 +81,14 @@ def train(
         pin = resolve_device(run.train.device).type == "cuda"
         source = build_shard_batches(data, run, rank, world, pin_memory=pin)
     result = run_training(run, source, out, resume=resume)
-    if dist_utils.is_main_process():
+    # One summary line per node (its local rank 0), so every node's launcher gets one; only the
+    # main process saves checkpoints, so the others read the pointer it wrote before the last barrier.
+    if dist_utils.is_main_process() or os.environ.get("LOCAL_RANK") == "0":
+        from stablerep.training.checkpoint import latest_checkpoint
+
+        checkpoint = result.checkpoint if dist_utils.is_main_process() else latest_checkpoint(out)
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
-                               "final_loss": result.final_loss, "checkpoint": result.checkpoint}))
+                               "final_loss": result.final_loss, "checkpoint": checkpoint}))
 
 
 def main() -> None:
