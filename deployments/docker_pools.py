@@ -37,7 +37,7 @@ def save_secrets() -> dict[str, str]:
     env = {}
     for name, block in SECRETS.items():
         Secret(value=os.environ[name]).save(block, overwrite=True)
-        env[name] = "{{ prefect.blocks.secret.%s }}" % block
+        env[name] = "{{ prefect.blocks.secret." + block + " }}"
     return env
 
 

@@ -64,7 +64,13 @@ up() {
     "$BIN/prefect" work-pool inspect "$pool" > /dev/null 2>&1 || "$BIN/prefect" work-pool create "$pool" --type process > /dev/null
   done
   [[ $STACK_DOCKER == 1 ]] && docker_pools
-  "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
+  # the deployments of the pools this stack serves (docker-* only with STACK_DOCKER=1)
+  local names
+  names=$("$BIN/python" -c 'import sys, yaml
+for d in yaml.safe_load(open("deployments/prefect.yaml"))["deployments"]:
+    if sys.argv[1] == "1" or not d["work_pool"]["name"].startswith("docker-"): print("-n", d["name"])' "$STACK_DOCKER")
+  # shellcheck disable=SC2086 # one word per name
+  "$BIN/prefect" --no-prompt deploy $names --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
   for pool in cpu gpu; do
     start "worker-$pool" "$BIN/prefect" worker start --pool "$pool" --type process --limit 1

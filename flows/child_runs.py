@@ -18,15 +18,15 @@ POLL_S = 2.0
 API_PAGE = 200  # the API returns at most this many runs per request
 
 
-def start_child_run(deployment: str, parameters: dict[str, Any], key: str) -> UUID:
-    """One flow run of ``deployment`` as a subflow of the current flow run (shown under it in
-    the UI); ``key`` makes a retried parent reuse the run it already created."""
+def start_child_run(deployment: str, parameters: dict[str, Any], key: str, name: str | None = None) -> UUID:
+    """One flow run of ``deployment`` (named ``name``) as a subflow of the current flow run, shown
+    under it in the UI; ``key`` makes a retried parent reuse the run it already created."""
     from prefect.context import get_run_context
     from prefect.deployments import run_deployment
 
     parent = get_run_context().flow_run.id
     run = run_deployment(deployment, timeout=0, as_subflow=True, idempotency_key=f"{parent}-{key}",
-                         parameters=parameters)
+                         parameters=parameters, flow_run_name=name)
     return run.id
 
 

@@ -2,7 +2,7 @@
 on several nodes (the paper's 4 nodes x 8 GPUs: ``nnodes: 4, nproc_per_node: 8``).
 
 With ``nnodes > 1`` the flow is a parent: it starts one flow run of the node deployment
-(`train-encoder-node/gpu`, on the gpu pool) per node, all at once; each runs torchrun with this
+(`train-encoder-node/gpu-node`, on the gpu pool) per node, all at once; each runs torchrun with this
 node's ranks, and the nodes meet at the c10d rendezvous ``rdzv_endpoint``. The parent waits for
 all of them; when one fails it cancels the others (a torchrun whose peer died would otherwise
 wait in its collectives) and fails. A rerun resumes from the newest checkpoint in ``run_dir``,
@@ -34,7 +34,7 @@ class TrainRequest(BaseModel):
     nnodes: int = Field(1, ge=1, description="nodes, each a flow run of node_deployment (launcher torchrun)")
     rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous, on one node's host")
     rdzv_timeout_s: float = Field(600, gt=0, description="how long nodes wait for each other to join")
-    node_deployment: str = Field("train-encoder-node/gpu", description="the deployment each node runs as")
+    node_deployment: str = Field("train-encoder-node/gpu-node", description="the deployment each node runs as")
     timeout_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
@@ -63,7 +63,7 @@ def _train_on_nodes(request: TrainRequest, run) -> dict[str, Any]:
     logger = get_run_logger()
     job = str(get_run_context().flow_run.id)  # the rendezvous id: a rerun never meets a stale node
     params = request.model_dump(mode="json")
-    nodes = {start_child_run(request.node_deployment, key=f"node-{rank}",
+    nodes = {start_child_run(request.node_deployment, key=f"node-{rank}", name=f"node-{rank}",
                              parameters={"request": params, "node_rank": rank, "rdzv_id": job}): rank
              for rank in range(request.nnodes)}
     logger.info("%d nodes x %d ranks started as %s; rendezvous at %s", request.nnodes, request.nproc_per_node,
@@ -92,13 +92,7 @@ def _train_on_nodes(request: TrainRequest, run) -> dict[str, Any]:
     return {**summary, "nnodes": request.nnodes, "nproc_per_node": request.nproc_per_node}
 
 
-def _node_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    return f"node-{flow_run.parameters['node_rank']}"
-
-
-@flow(name="train-encoder-node", flow_run_name=_node_run_name, log_prints=True)
+@flow(name="train-encoder-node", log_prints=True)
 def train_encoder_node_flow(request: TrainRequest, node_rank: int, rdzv_id: str) -> dict[str, Any]:
     """One node of a multi-node training run: torchrun with ``nproc_per_node`` ranks that joins the
     rendezvous. No retry of its own: a lone node cannot rejoin a group whose peers went on."""
