@@ -45,8 +45,9 @@ def pool_template(env: dict[str, str], gpus: str | None) -> dict:
     from prefect_docker.worker import DockerWorker
 
     template = DockerWorker.get_default_base_job_template()
-    # A dict here (not the "{{ env }}" placeholder) is merged with the deployment's env.
-    template["job_configuration"]["env"] = env
+    # The env variable's default: the worker merges it with the deployment's env (and the flow
+    # run's), then resolves the block references, for every flow run.
+    template["variables"]["properties"]["env"]["default"] = env
     create = {"shm_size": "8g" if gpus is not None else "2g"}
     if gpus not in (None, "none"):
         count = -1 if gpus == "all" else int(gpus)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     env.update(save_secrets())
     asyncio.run(upsert_pool("docker-cpu", pool_template(env, None)))
     asyncio.run(upsert_pool("docker-gpu", pool_template(env, args.gpus)))
-    print(f"docker pools: docker-cpu, docker-gpu (GPUs: {args.gpus}); S3 env: {', '.join(sorted(env)) or 'none'}")
+    print(f"docker pools: docker-cpu, docker-gpu (GPUs: {args.gpus}); S3 env: {', '.join(sorted(k for k in env if k.startswith('AWS_'))) or 'none'}")
     return 0
 
 

@@ -36,7 +36,20 @@ def torchrun_options(nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | 
         raise ValueError(f"{nnodes} nodes need a rendezvous endpoint (host:port) and a job id")
     return [f"--nnodes={nnodes}", f"--nproc-per-node={nproc_per_node}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}",
-            f"--rdzv-conf=join_timeout={int(rdzv_timeout_s)}", "--max-restarts=0"]
+            f"--rdzv-conf=join_timeout={int(rdzv_timeout_s)}", "--max-restarts=0",
+            f"--local-addr={route_address(rdzv_endpoint)}"]
+
+
+def route_address(endpoint: str) -> str:
+    """This machine's address on the route to ``endpoint`` (host:port), which the other nodes can
+    reach. torchrun would otherwise announce its host name, which a container often cannot
+    resolve (Docker writes its own /etc/hosts), and the node hosting rank 0 then hangs."""
+    import socket
+
+    host, _, port = endpoint.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # UDP connect: no packet is sent
+        probe.connect((host.strip("[]"), int(port)))
+        return probe.getsockname()[0]
 
 
 @task(name="train-encoder", task_run_name=_run_name, **IO_RETRIES)
