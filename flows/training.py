@@ -98,7 +98,7 @@ def train_encoder_node_flow(request: TrainRequest, node_rank: int, rdzv_id: str)
     rendezvous. No retry of its own: a lone node cannot rejoin a group whose peers went on."""
     run = load_config(request.preset, request.overrides)
     options = torchrun_options(request.nproc_per_node, request.nnodes, request.rdzv_endpoint, rdzv_id,
-                               request.rdzv_timeout_s)
+                               request.rdzv_timeout_s, node_rank)
     print(f"node {node_rank} of {request.nnodes}: torchrun {' '.join(options)}")
     return train_encoder.with_options(retries=0)(
         run, request.data, request.run_dir, launcher="torchrun", timeout_s=request.timeout_s,

@@ -25,11 +25,11 @@ def _run_name() -> str:
 
 
 def torchrun_options(nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None,
-                     rdzv_id: str | None = None, rdzv_timeout_s: float = 600) -> list[str]:
-    """torchrun's options: one machine (``--standalone``) or one of ``nnodes`` nodes that meet at
-    the c10d rendezvous ``rdzv_endpoint`` (host:port; the node on that host serves it) under the
-    job id ``rdzv_id``. Ranks are given out in order of arrival; no node restarts on its own
-    (the parent flow fails the whole group instead)."""
+                     rdzv_id: str | None = None, rdzv_timeout_s: float = 600, node_rank: int = 0) -> list[str]:
+    """torchrun's options: one machine (``--standalone``) or node ``node_rank`` of ``nnodes`` that
+    meet at the c10d rendezvous ``rdzv_endpoint`` (host:port; the node on that host serves it)
+    under the job id ``rdzv_id``. Ranks are given out in order of arrival; no node restarts on its
+    own (the parent flow fails the whole group instead)."""
     if nnodes == 1:
         return ["--standalone", f"--nproc-per-node={nproc_per_node}"]
     if not rdzv_endpoint or not rdzv_id:
@@ -37,19 +37,24 @@ def torchrun_options(nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | 
     return [f"--nnodes={nnodes}", f"--nproc-per-node={nproc_per_node}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}",
             f"--rdzv-conf=join_timeout={int(rdzv_timeout_s)}", "--max-restarts=0",
-            f"--local-addr={route_address(rdzv_endpoint)}"]
+            f"--local-addr={node_address(rdzv_endpoint, node_rank)}"]
 
 
-def route_address(endpoint: str) -> str:
-    """This machine's address on the route to ``endpoint`` (host:port), which the other nodes can
-    reach. torchrun would otherwise announce its host name, which a container often cannot
-    resolve (Docker writes its own /etc/hosts), and the node hosting rank 0 then hangs."""
+def node_address(endpoint: str, node_rank: int) -> str:
+    """The address this node announces: its address on the route to ``endpoint`` (host:port).
+
+    torchrun would otherwise announce its host name, which a container often cannot resolve
+    (Docker writes its own /etc/hosts), and the node given rank 0 then hangs. A node is known by
+    (address, pid): when several nodes share one host, as containers with their own PID
+    namespaces whose pids can coincide, each takes its own loopback address 127.0.0.<rank + 1>.
+    """
     import socket
 
     host, _, port = endpoint.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # UDP connect: no packet is sent
         probe.connect((host.strip("[]"), int(port)))
-        return probe.getsockname()[0]
+        address = probe.getsockname()[0]
+    return f"127.0.0.{node_rank + 1}" if address.startswith("127.") else address
 
 
 @task(name="train-encoder", task_run_name=_run_name, **IO_RETRIES)

@@ -123,6 +123,7 @@ def _all_logs(stack, run_ids):
         offset += 200
 
 
+@pytest.mark.timeout(1800)
 def test_offline_pipeline_runs_as_containers_on_a_postgres_backed_stack(engine, docker_stack, s3_server, tmp_path):
     import s3fs
 
