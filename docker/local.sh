@@ -4,6 +4,7 @@
 #   docker/local.sh start    start dockerd with no bridge network (prints the DOCKER_HOST to export)
 #   docker/local.sh base     local/debian:bookworm from Debian's packages (debootstrap), once
 #   docker/local.sh build    stablerep:latest from docker/Dockerfile on that base (host network)
+#   docker/local.sh services stand-ins for compose's postgres and SeaweedFS images (compose.local.yaml)
 #   docker/local.sh stop     stop the dockerd that `start` started
 # Needs root and `apt-get install docker.io debootstrap`. Images and the build cache live in
 # DOCKER_DATA (/var/lib/stablerep-docker) and survive `stop`, so a rebuild redoes only the layers
@@ -70,14 +71,22 @@ base() {
   echo "$BASE_IMAGE imported"
 }
 
-build() {
-  local args=(-f docker/Dockerfile --build-arg "BASE=$BASE_IMAGE" --network host -t "$IMAGE")
+build_image() {  # build_image TAG DOCKERFILE [docker build options]
+  local tag=$1 file=$2; shift 2
+  local args=(-f "$file" --build-arg "BASE=$BASE_IMAGE" --network host -t "$tag" "$@")
   # behind a TLS-intercepting proxy pip needs this machine's CA bundle: a build secret, in no layer
   local ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
   [[ -f $ca ]] && args+=(--secret "id=pip-ca,src=$ca")
   DOCKER_BUILDKIT=1 "$DOCKER" build --progress plain "${args[@]}" . > "$RUN_DIR/build.log" 2>&1 \
     || { tail -30 "$RUN_DIR/build.log"; exit 1; }
-  "$DOCKER" image inspect "$IMAGE" --format "$IMAGE {{.Id}} {{.Size}} bytes"
+  "$DOCKER" image inspect "$tag" --format "$tag {{.Id}} {{.Size}} bytes"
+}
+
+build() { build_image "$IMAGE" docker/Dockerfile; }
+
+services() {
+  build_image stablerep-postgres:local docker/services.Dockerfile --target postgres
+  build_image stablerep-seaweedfs:local docker/services.Dockerfile --target seaweedfs
 }
 
 mkdir -p "$RUN_DIR"
@@ -86,5 +95,6 @@ case "${1:-}" in
   stop) stop ;;
   base) base ;;
   build) build ;;
-  *) echo "usage: $0 start|base|build|stop"; exit 2 ;;
+  services) services ;;
+  *) echo "usage: $0 start|base|build|services|stop"; exit 2 ;;
 esac

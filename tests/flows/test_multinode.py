@@ -5,6 +5,7 @@ hosts; torchrun's nodes meet at a c10d rendezvous on loopback and train with glo
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,9 +100,13 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(multinode_stack, dataset
         multi = tmp_path / "multi"
         run, parent = _run(stack, _request(dataset, multi))
         assert run.returncode == 0, run.stdout[-3000:]
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    finally:  # as stack.sh stops its workers: SIGINT to the group, SIGKILL if it lingers
+        os.killpg(worker.pid, signal.SIGINT)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
         log.close()
     nodes = [c for c in _children(stack, parent) if c.get("deployment_id")]
     assert sorted(c["name"] for c in nodes) == ["node-0", "node-1"]
