@@ -6,17 +6,15 @@ synthesis (shard batches fanned out to docker-gpu) -> shards on SeaweedFS -> tra
 and the store, and the S3 secret and the database password are looked for where they must not be.
 
 Skipped only where no Docker engine can start (no dockerd, not root); CI installs docker.io,
-debootstrap and postgresql first.
+debootstrap and postgresql first. The engine and the image come from tests/docker/conftest.py.
 """
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -26,42 +24,8 @@ from tests.conftest import S3_BUCKET, S3_SECRET, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL = ROOT / "docker" / "local.sh"
 PREFECT = str(Path(sys.executable).parent / "prefect")
 IMAGE = "stablerep:latest"
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """A Docker engine (docker/local.sh start: reused when one already answers, else started here
-    and stopped at the end), the base image and our image (cached between runs in its data root)."""
-    env = dict(os.environ)
-    started = subprocess.run([str(LOCAL), "start"], env=env, capture_output=True, text=True, timeout=120)
-    if started.returncode == 3:
-        pytest.skip(f"no Docker engine can start here: {started.stdout.strip()}")
-    assert started.returncode == 0, started.stdout + started.stderr
-    env["DOCKER_HOST"] = started.stdout.split("=", 1)[1].split()[0]
-    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")
-    leftover = None
-    try:
-        timings = {}
-        for step in ("base", "build"):
-            t0 = time.perf_counter()
-            done = subprocess.run([str(LOCAL), step], env=env, capture_output=True, text=True, timeout=1800)
-            timings[step] = round(time.perf_counter() - t0, 1)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        print(f"docker base + build: {timings} s; {done.stdout.strip()}")
-        (ROOT / "test-output").mkdir(exist_ok=True)
-        (ROOT / "test-output" / "docker-build.json").write_text(json.dumps({**timings, "image": done.stdout.strip()}))
-        yield {"env": env, "docker": docker}
-    finally:
-        leftover = subprocess.run([docker, "ps", "-aq", "--filter", "label=io.prefect.version"], env=env,
-                                  capture_output=True, text=True).stdout.split()
-        if leftover:
-            subprocess.run([docker, "rm", "-f", *leftover], env=env, capture_output=True)
-        if "# started dockerd" in started.stdout:
-            subprocess.run([str(LOCAL), "stop"], env=env, capture_output=True, timeout=120)
-    assert not leftover, f"containers left behind: {leftover}"
 
 
 @pytest.fixture(scope="module")
