@@ -48,6 +48,8 @@ stop() {
   kill -TERM "$pid" 2> /dev/null || true
   for _ in $(seq 60); do kill -0 "$pid" 2> /dev/null || break; sleep 0.5; done
   kill -KILL "$pid" 2> /dev/null || true
+  # dockerd leaves its default network namespace mounted under its exec root
+  if grep -qs " $RUN_DIR/exec/netns/default " /proc/mounts; then umount "$RUN_DIR/exec/netns/default" || true; fi
   rm -f "$RUN_DIR/dockerd.pid"
   echo "stopped dockerd ($pid)"
 }
@@ -64,10 +66,10 @@ base() {
   command -v debootstrap > /dev/null || { echo "no debootstrap: apt-get install debootstrap"; exit 3; }
   local rootfs
   rootfs=$(mktemp -d /tmp/stablerep-rootfs.XXXXXX)
-  trap 'rm -rf "$rootfs"' RETURN
   debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" > "$RUN_DIR/debootstrap.log" 2>&1 \
-    || { tail -15 "$RUN_DIR/debootstrap.log"; exit 1; }
+    || { rm -rf "$rootfs"; tail -15 "$RUN_DIR/debootstrap.log"; exit 1; }
   tar -C "$rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
+  rm -rf "$rootfs"
   echo "$BASE_IMAGE imported"
 }
 
