@@ -10,6 +10,7 @@ debootstrap and postgresql first. The engine and the image come from tests/docke
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,7 +35,8 @@ def docker_stack(engine, s3_server, tmp_path_factory):
     directory = tmp_path_factory.mktemp("docker-stack")
     db_dir = tempfile.mkdtemp(prefix="stablerep-pg-")  # reachable by the postgres user, unlike pytest's dirs
     port = free_port()
-    env = {**engine["env"], "PREFECT_PORT": str(port), "STACK_DIR": str(directory),
+    # this process's environment now (s3_server has set the AWS variables), and the engine
+    env = {**os.environ, "DOCKER_HOST": engine["env"]["DOCKER_HOST"], "PREFECT_PORT": str(port), "STACK_DIR": str(directory),
            "PYTHON_BIN": str(Path(sys.executable).parent), "PREFECT_DB": "postgres", "PREFECT_DB_DIR": db_dir,
            "PREFECT_DB_PORT": str(free_port()), "STACK_DOCKER": "1", "STACK_DOCKER_GPUS": "none"}
     for key in ("PREFECT_API_URL", "PREFECT_HOME"):
