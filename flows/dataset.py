@@ -11,13 +11,13 @@ an unchanged request commits nothing.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows.child_runs import start_child_run, wait_for_runs
 from stablerep.config import SynthesisConfig
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
@@ -86,37 +86,22 @@ def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: di
 def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
                         progress: ShardProgress) -> list[str]:
     """One flow run of the shard deployment per batch; wait for all, counting commits as they land."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.context import get_run_context
-    from prefect.deployments import run_deployment
-
-    parent = get_run_context().flow_run.id
     runs = {}
     for batch in batches:
-        run = run_deployment(request.shard_deployment, timeout=0, as_subflow=True,
-                             idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}",
-                             parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
-                                         "shards": batch, "batch_timeout_s": request.batch_timeout_s})
-        runs[run.id] = batch
+        run_id = start_child_run(request.shard_deployment, key=f"{batch[0]}-{batch[-1]}", parameters={
+            "root": request.root, "synthesis": request.synthesis.model_dump(mode="json"), "shards": batch,
+            "batch_timeout_s": request.batch_timeout_s})
+        runs[run_id] = batch
     failed = []
-    with get_client(sync_client=True) as client:
-        while runs:
-            time.sleep(2)
-            # one request per poll (the API returns at most 200 runs: the rest wait their turn)
-            ids = list(runs)[:200]
-            pending = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
-                                            limit=len(ids))
-            for run in pending:
-                state = run.state
-                if state is None or not state.is_final():
-                    continue
-                run_id = run.id
-                batch = runs.pop(run_id)
-                if state.is_completed():
-                    progress.add(sum(images[i] for i in batch))
-                else:
-                    failed.append(f"shards {batch}: flow run {run_id} {state.name}")
+
+    def count(run) -> None:
+        batch = runs[run.id]
+        if run.state.is_completed():
+            progress.add(sum(images[i] for i in batch))
+        else:
+            failed.append(f"shards {batch}: flow run {run.id} {run.state.name}")
+
+    wait_for_runs(list(runs), count)
     return failed
 
 

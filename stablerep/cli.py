@@ -61,7 +61,6 @@ def train(
     """Train an encoder. Under ``torchrun -m stablerep train ...`` every rank trains its share."""
     import os
 
-    from stablerep import distributed as dist_utils
     from stablerep.config import load_config
     from stablerep.training import train as run_training
 
@@ -82,9 +81,15 @@ def train(
         pin = resolve_device(run.train.device).type == "cuda"
         source = build_shard_batches(data, run, rank, world, pin_memory=pin)
     result = run_training(run, source, out, resume=resume)
-    if dist_utils.is_main_process():
+    # One summary line per node (its local rank 0), so every node's launcher gets one. Only rank 0
+    # saves checkpoints; the others read the pointer it wrote before the last barrier. (The process
+    # group is gone by now, so ranks come from torchrun's environment.)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        from stablerep.training.checkpoint import latest_checkpoint
+
+        checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(out)
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
-                               "final_loss": result.final_loss, "checkpoint": result.checkpoint}))
+                               "final_loss": result.final_loss, "checkpoint": checkpoint}))
 
 
 def main() -> None:
