@@ -22,8 +22,8 @@ from PIL import Image, ImageChops, ImageDraw
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "bar")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
            "purple": (140, 60, 180), "orange": (240, 140, 30), "white": (240, 240, 240), "black": (25, 25, 25)}
-SIZES = {"small": 0.16, "large": 0.26}
-COUNTS = {"one": 1, "two": 2, "three": 3}
+SIZES = {"small": 0.21, "large": 0.31}
+COUNTS = {"one": 1, "two": 2}
 POSITIONS = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
              "bottom right": (0.72, 0.72), "centre": (0.5, 0.5)}
 TEXTURES = ("plain", "striped", "dotted")
