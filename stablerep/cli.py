@@ -13,6 +13,7 @@ from stablerep.cli_common import friendly_errors
 from stablerep.cli_data import captions_app, dataset_app
 from stablerep.cli_demo import compare, demo
 from stablerep.cli_evaluate import evaluate
+from stablerep.cli_generator import generator_app
 from stablerep.cli_synthesis import captions_procedural, synthesize
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -21,6 +22,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration prese
 app.add_typer(config_app, name="config")
 app.add_typer(captions_app, name="captions")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(generator_app, name="generator")
 app.command("synthesize")(synthesize)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)

@@ -50,7 +50,7 @@ class DemoConfig(BaseModel):
     captions: int = Field(512, ge=8, le=20_000, description="procedural captions to sample")
     images_per_caption: int = Field(4, ge=2, le=32, description="synthetic images per caption (K = StableRep's m)")
     image_size: int = Field(32, ge=16, le=256, description="stored and trained image size (px)")
-    patch_size: int = Field(4, ge=2, description="ViT patch size (px)")
+    backbone: str = Field("resnet_tiny_cpu", description="every method's backbone (a timm name or alias)")
     steps: int = Field(400, ge=1, description="training steps of every method")
     images_per_step: int = Field(64, ge=2, description="images encoded per step by every method (views included)")
     budget: Literal["images", "captions"] = Field(
@@ -73,8 +73,8 @@ class DemoConfig(BaseModel):
             raise ValueError("methods: give at least one of stablerep, stablerep_plus, simclr, clip")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: give distinct training seeds, got {self.seeds}")
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
         if self.seed == self.real_seed:
             raise ValueError("seed and real_seed must differ: the real renders need their own seed stream")
         budget = demo_budget(self)
@@ -130,10 +130,10 @@ def trains_on(method: str) -> str:
 
 
 def run_config(cfg: DemoConfig, method: str, seed: int) -> RunConfig:
-    """The tiny-ViT run of ``method`` at the demo's size, under the demo's budget, from ``seed``."""
+    """The run of ``method`` at the demo's backbone and size, under the demo's budget, from ``seed``."""
     preset = "tiny_cpu_plus" if get_method(method).text else "tiny_cpu"
     base = load_config(preset, [f"model.img_size={cfg.image_size}", f"data.image_size={cfg.image_size}",
-                                f"model.backbone_kwargs={{patch_size: {cfg.patch_size}}}",
+                                f"model.backbone={cfg.backbone}",
                                 f"train.log_every={max(1, cfg.steps // 20)}", f"train.seed={seed}",
                                 "train.device=cpu", f"train.steps={cfg.steps}"])
     return matched_run(base, method, demo_budget(cfg), cfg.images_per_caption)

@@ -26,7 +26,7 @@ def test_the_demo_gives_every_method_the_same_budget():
         "stablerep": 16, "simclr": 32, "clip": 64, "supervised": 64}
     assert budgets["clip"]["augmentation"] == cfg.augment.model_dump(mode="json")
     runs = [run_config(cfg, m, s) for m in cfg.training_methods() for s in cfg.seeds]
-    assert {r.model.backbone for r in runs} == {"vit_tiny_cpu"} and {r.model.img_size for r in runs} == {32}
+    assert {r.model.backbone for r in runs} == {"resnet_tiny_cpu"} and {r.model.img_size for r in runs} == {32}
     assert sorted({r.train.seed for r in runs}) == cfg.seeds
 
 
