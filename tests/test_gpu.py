@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bf16_training_on_cuda_lowers_the_loss_and_checkpoints(tmp_path):
     from stablerep.training import train
 
-    run = load_config("tiny_cpu", ["train.steps=60", "train.log_every=1", "optim.lr=2e-3", "train.device=cuda"])
+    run = load_config("tiny_cpu", ["train.steps=60", "train.log_every=1", "optim.lr=2e-3", "train.device=cuda",
+                                   "train.precision=bf16"])  # explicit: the test must not rest on "auto"
     source = RandomCaptionBatches(16, 4, 32, num_captions=64)
     result = train(run, source, str(tmp_path), progress=False)
     losses = [h["loss"] for h in result.history]
@@ -41,7 +42,9 @@ def test_fp16_synthesis_on_cuda_is_seed_deterministic_and_close_to_fp32(tiny_sd)
     assert diff.mean() < 4 and diff.max() < 64  # fp16 noise, not a different image
 
 
-def test_nccl_gather_in_the_loss_under_torchrun(tmp_path):
+def test_training_under_torchrun_on_nccl(tmp_path):
+    # one rank per GPU, at most 2: on a one-GPU host this checks the NCCL process group and the
+    # training path under torchrun; the loss's cross-rank gather needs a second GPU
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc-per-node={min(2, torch.cuda.device_count())}", "-m", "stablerep", "train",

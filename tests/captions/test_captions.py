@@ -174,4 +174,5 @@ def test_long_captions_are_kept_within_limits(tmp_path):
     path.write_text("word " * 5000)
     result = sample_captions(str(path), 1, caption_filter=CaptionFilter(max_chars=300), progress=False)
     text = result.table.column("caption")[0].as_py()
-    assert 0 < len(text) <= 300 and result.stats["truncated"] == 1
+    # cut at the last word boundary within 300 characters: 60 whole words (299 characters)
+    assert text == " ".join(["word"] * 60) and result.stats["truncated"] == 1

@@ -26,11 +26,13 @@ def test_jitter_equals_torchvision_step_by_step_in_range():
     assert torch.allclose(ours, ref, atol=1e-4)
 
 
-def test_grayscale_gives_equal_channels_and_probability_holds():
+def test_grayscale_is_luma_on_every_channel_and_nothing_on_is_identity():
     cfg = AugmentConfig(color_jitter_p=0.0, grayscale_p=1.0, blur_p=0.0)
-    y = BatchPhotometric(cfg)(torch.rand(4, 3, 8, 8), torch.Generator().manual_seed(0))
-    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
     x = torch.rand(4, 3, 8, 8)
+    y = BatchPhotometric(cfg)(x.clone(), torch.Generator().manual_seed(0))
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # ITU-R 601, as torchvision (0.2989) to 1e-4
+    assert torch.allclose(y, luma[:, None].expand(-1, 3, -1, -1), atol=1e-5)
+    assert torch.allclose(y, TF.rgb_to_grayscale(x, num_output_channels=3), atol=2e-4)
     none = AugmentConfig(color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
     assert torch.allclose(BatchPhotometric(none)(x, torch.Generator().manual_seed(0)), x, atol=1e-6)
 
@@ -61,6 +63,7 @@ def test_prepare_images_is_seeded_and_shapes_survive():
     a = prepare_images(imgs, p, torch.Generator().manual_seed(9))
     b = prepare_images(imgs, p, torch.Generator().manual_seed(9))
     assert a.shape == imgs.shape and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, prepare_images(imgs, p, torch.Generator().manual_seed(10)))  # the seed is used
     with pytest.raises(ValueError, match="needs a torch.Generator"):
         prepare_images(imgs, p)
 
