@@ -61,7 +61,7 @@ class DemoConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="training seeds of every method")
     augment: AugmentConfig = Field(default_factory=_demo_augment, description="every method's augmentation")
     probe_labels: list[Literal["shape", "colour"]] = Field(default_factory=lambda: ["shape", "colour"])
-    probe_per_class: int = Field(40, ge=8, description="probe-set training images per class")
+    probe_per_class: int = Field(100, ge=8, description="probe-set training images per class")
     probe_test_per_class: int = Field(150, ge=5, description="probe-set test images per class")
     captions_per_shard: int = Field(128, ge=1)
     seed: int = Field(0, description="caption sample and synthesis seed")
