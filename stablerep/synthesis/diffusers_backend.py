@@ -22,7 +22,8 @@ class ModelNotFoundError(StableRepError, OSError):
     """The model is neither a local folder nor in the Hugging Face cache (and downloads are off)."""
 
 
-def _dtype(name: str, device: torch.device) -> torch.dtype:
+def pipeline_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on CUDA, fp32 elsewhere; else fp32, fp16 or bf16."""
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
@@ -75,7 +76,7 @@ class DiffusersBackend:
         import diffusers
 
         self.device = resolve_device(device)
-        self.dtype = _dtype(dtype, self.device)
+        self.dtype = pipeline_dtype(dtype, self.device)
         self.model, self.revision = model, revision
         self.steps, self.guidance, self.eta = steps, guidance, eta
         self.resolution, self.negative_prompt = resolution, negative_prompt
