@@ -109,14 +109,36 @@ def run_arm(name: str, args, device, dtype, batches, loss_fn, photometric) -> tu
     sync(device)
     first = time.perf_counter() - t  # includes compilation for ours_compiled
     secs = time_steps(full_step, batches, device, args.warmup, args.steps, args.repeats)
+    med = statistics.median(secs)
+    optimizer = "default (for-each)" if name == "baseline" else "fused" if device.type == "cuda" else "default"
+    arm: dict = {"s_per_step": med, "images_per_s": args.captions * args.m / med, "repeats_s_per_step": secs,
+                 "first_step_s": first, "precision": str(step_dtype).removeprefix("torch."),
+                 "adamw": optimizer}
     flops = None
     if name != "ours_compiled":
         flops = count_model_flops(step, prepare_batch(batches[0], device, photometric, seed=0))
-    med = statistics.median(secs)
-    arm = {"s_per_step": med, "images_per_s": args.captions * args.m / med, "repeats_s_per_step": secs,
-           "first_step_s": first, "precision": str(step_dtype).removeprefix("torch."),
-           "optimizer": "AdamW foreach (default)" if name == "baseline" else "AdamW fused" if device.type == "cuda" else "AdamW"}
+    if args.profile and name == "ours":
+        arm["profile"] = profile_steps(full_step, batches, device, args.profile)
     return arm, flops
+
+
+def profile_steps(full_step, batches, device, path: str, steps: int = 3) -> dict:
+    """torch.profiler over a few full steps: a table of the top kernels, and how busy the device was."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    sync(device)
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for i in range(steps):
+            full_step(i, batches[i % len(batches)])
+        sync(device)
+    wall = time.perf_counter() - t
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    busy = sum(getattr(e, key) for e in prof.key_averages()) / 1e6
+    Path(path).write_text(f"{steps} steps, wall {wall:.3f} s, device busy {busy:.3f} s ({busy / wall:.1%})\n"
+                          + prof.key_averages().table(sort_by=key, row_limit=30) + "\n")
+    return {"wall_s": wall, "device_busy_s": busy, "busy_fraction": busy / wall}
 
 
 def time_augmentation(args, device, batches, photometric) -> float:
@@ -141,6 +163,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--profile", default=None, help="write a torch.profiler table of 3 steps of ours here")
     p.add_argument("--out-dir", default=None, help="default: benchmarks/results")
     args = p.parse_args()
     small = args.backbone.endswith("_cpu")

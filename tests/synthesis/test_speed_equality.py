@@ -53,7 +53,7 @@ def _diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
 
 
 def test_embeddings_once_give_the_plain_calls_images(tiny_sd, plain):
-    backend = DiffusersBackend(str(tiny_sd), steps=STEPS, resolution=SIZE, channels_last=False,
+    backend = DiffusersBackend(str(tiny_sd), device="cpu", steps=STEPS, resolution=SIZE, channels_last=False,
                                fuse_qkv=False, compile=False)
     assert backend.speed.compile is False and backend.speed.fuse_qkv is False  # auto: off on CPU
     assert _diff(_pixels(backend.generate(REQUESTS)), plain(REQUESTS)) == (0, 0.0)
@@ -61,7 +61,7 @@ def test_embeddings_once_give_the_plain_calls_images(tiny_sd, plain):
 
 @pytest.mark.parametrize("setting", ["channels_last", "fuse_qkv"])
 def test_each_layout_setting_stays_within_rounding(tiny_sd, plain, setting):
-    backend = DiffusersBackend(str(tiny_sd), steps=STEPS, resolution=SIZE, **{setting: True})
+    backend = DiffusersBackend(str(tiny_sd), device="cpu", steps=STEPS, resolution=SIZE, **{setting: True})
     assert getattr(backend.speed, setting) is True
     if setting == "fuse_qkv":  # diffusers really swapped in the fused projections
         assert any(type(p).__name__ == "FusedAttnProcessor2_0" for p in backend.pipe.unet.attn_processors.values())
@@ -80,7 +80,7 @@ def test_tolerance_separates_different_images(tiny_sd, plain):
 def test_compiled_static_batch_stays_within_rounding(tiny_sd, plain):
     """Every setting on, torch.compile (inductor) included, with a static batch of 4: the 6 requests
     run as 4 + (2 padded to 4); the padding's images are dropped."""
-    backend = DiffusersBackend(str(tiny_sd), steps=STEPS, resolution=SIZE, channels_last=True,
+    backend = DiffusersBackend(str(tiny_sd), device="cpu", steps=STEPS, resolution=SIZE, channels_last=True,
                                fuse_qkv=True, compile=True, batch_size=4)
     images = backend.generate(REQUESTS)
     assert len(images) == len(REQUESTS)
