@@ -9,9 +9,10 @@ them, with photo-like texture so that PNG and JPEG sizes are realistic):
               torchvision's per-image PIL transforms in the workers
   in_memory   the same JPEG bytes held in memory, our decode + augmentation: the ceiling for
               what any storage layout can give with this augmentation
-All use the same number of DataLoader workers (each count of --workers in turn). Each timed
-window starts a fresh iterator and stays inside one epoch (--captions large enough), so worker
-start-up and epoch boundaries are not in the figures. ``ratio`` is shards / png_folder,
+All use the same number of DataLoader workers (each count of --workers in turn) and take turns,
+one timed window each, in rotating order. Each timed window starts a fresh iterator and stays
+inside one epoch (--captions large enough), so worker start-up and epoch boundaries are not in
+the figures. ``ratio`` is shards / png_folder,
 ``ratio_to_memory`` shards / in_memory, for the first worker count (all are under ``runs``).
 --profile writes a cProfile of the per-caption path (one process: shard reader vs in-memory,
 decode + crop + flip) and records its CPU milliseconds per caption.
@@ -150,19 +151,17 @@ def prepare(work: Path, n_captions: int, m: int, size: int, texture: float):
     return root, folder / "index.csv", list(groups.values()), sizes
 
 
-def measure(make_iter, finish, batches: int, repeats: int) -> list[float]:
-    """Batches per second, one figure per repeat; each repeat starts a fresh iterator and its
-    first batch (worker start-up, first reads) is not timed."""
-    rates = []
-    for _ in range(repeats):
-        it = make_iter()
+def measure(make_iter, finish, batches: int) -> float:
+    """Batches per second from a fresh iterator; its first batch (worker start-up, first reads) is
+    not timed."""
+    it = make_iter()
+    finish(next(it))
+    t = time.perf_counter()
+    for _ in range(batches):
         finish(next(it))
-        t = time.perf_counter()
-        for _ in range(batches):
-            finish(next(it))
-        rates.append(batches / (time.perf_counter() - t))
-        del it
-    return rates
+    rate = batches / (time.perf_counter() - t)
+    del it  # stops its workers
+    return rate
 
 
 def profile_per_caption(root: str, groups: list[list[bytes]], m: int, geometric, path: str | None) -> dict:
@@ -274,10 +273,14 @@ def measure_all(args, workers: int, device, root, csv_path, groups, geometric, p
         "in_memory": (forever(lambda: loader(InMemory(groups, args.m, geometric))), finish_ours),
     }
     out: dict = {"batches_per_epoch_shards": shards.batches_per_slot(0) * max(1, workers)}
-    for name, (make, finish) in runs.items():
-        rates = measure(make, finish, args.batches, args.repeats)
-        med = statistics.median(rates)
-        out[name] = {"batches_per_s": med, "images_per_s": med * args.batch * args.m, "repeats": rates}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(args.repeats):  # the loaders take turns, in rotating order
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(measure(*runs[name], args.batches))
+    for name in names:
+        med = statistics.median(rates[name])
+        out[name] = {"batches_per_s": med, "images_per_s": med * args.batch * args.m, "repeats": rates[name]}
     out["ratio"] = out["shards"]["batches_per_s"] / out["png_folder"]["batches_per_s"]
     out["ratio_to_memory"] = out["shards"]["batches_per_s"] / out["in_memory"]["batches_per_s"]
     return out

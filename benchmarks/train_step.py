@@ -9,6 +9,9 @@ step, normalisation), then the forward, loss, backward and optimiser step.
   ours            bf16 autocast (the config's "auto" precision on CUDA), fused AdamW, fp32 loss
   ours_compiled   the same with torch.compile(model) (train.compile=true)   [--compile]
 
+The arms are timed in alternating blocks of --steps steps (--repeats rounds, the order rotated
+each round), so that a busy moment of the host does not fall on one arm only.
+
 MFU = model FLOPs per step (torch.utils.flop_counter over forward + backward of one prepared
 batch; the augmentation's few FLOPs are left out of the count but its time stays in the step)
 / seconds per step / the GPU's dense bf16 peak. Results: benchmarks/results/train_step-<device>.json.
@@ -54,21 +57,15 @@ def loader_batches(args, device: torch.device, count: int = 2) -> list[dict]:
     return out
 
 
-def time_steps(step_fn, batches, device, warmup: int, steps: int, repeats: int) -> list[float]:
-    """Seconds per step, one median per repeat."""
-    for i in range(warmup):
+def median_step(step_fn, batches, device, steps: int) -> float:
+    """Median seconds of ``steps`` steps, each synchronised."""
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
         step_fn(i, batches[i % len(batches)])
-    sync(device)
-    medians = []
-    for _ in range(repeats):
-        times = []
-        for i in range(steps):
-            t = time.perf_counter()
-            step_fn(i, batches[i % len(batches)])
-            sync(device)
-            times.append(time.perf_counter() - t)
-        medians.append(statistics.median(times))
-    return medians
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def build(args, device, arm: str):
@@ -90,36 +87,71 @@ def count_model_flops(step, batch) -> int:
     return counter.get_total_flops()
 
 
-def run_arm(name: str, args, device, dtype, batches, loss_fn, photometric) -> tuple[dict, int | None]:
-    """One arm's timings, and its model FLOPs per step (counted on eager arms only: a dispatch
-    mode does not see inside compiled graphs; the compiled model does the same FLOPs)."""
-    model, opt = build(args, device, name)
-    module = torch.compile(model) if name == "ours_compiled" else model
-    step_dtype = torch.float32 if name == "baseline" else dtype
-    scaler = torch.amp.GradScaler(device.type, enabled=step_dtype == torch.float16)
+class Arm:
+    """One way of running the step: its model, optimiser and the loop's per-step work."""
 
-    def step(batch):
-        return train_step("stablerep", module, loss_fn, opt, scaler, batch, device, step_dtype)
+    def __init__(self, name: str, args, device, dtype, loss_fn, photometric) -> None:
+        self.name, self.device, self.photometric = name, device, photometric
+        self.model, self.opt = build(args, device, name)
+        self.module = torch.compile(self.model) if name == "ours_compiled" else self.model
+        self.dtype = torch.float32 if name == "baseline" else dtype
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.loss_fn = loss_fn
+        self.adamw = "default (for-each)" if name == "baseline" else "fused" if device.type == "cuda" else "default"
 
-    def full_step(i, loader_batch):  # what the loop does per step
-        return step(prepare_batch(loader_batch, device, photometric, seed=i))
+    def step(self, batch):
+        return train_step("stablerep", self.module, self.loss_fn, self.opt, self.scaler, batch, self.device,
+                          self.dtype)
 
-    t = time.perf_counter()
-    full_step(0, batches[0])
-    sync(device)
-    first = time.perf_counter() - t  # includes compilation for ours_compiled
-    secs = time_steps(full_step, batches, device, args.warmup, args.steps, args.repeats)
-    med = statistics.median(secs)
-    optimizer = "default (for-each)" if name == "baseline" else "fused" if device.type == "cuda" else "default"
-    arm: dict = {"s_per_step": med, "images_per_s": args.captions * args.m / med, "repeats_s_per_step": secs,
-                 "first_step_s": first, "precision": str(step_dtype).removeprefix("torch."),
-                 "adamw": optimizer}
-    flops = None
-    if name != "ours_compiled":
-        flops = count_model_flops(step, prepare_batch(batches[0], device, photometric, seed=0))
-    if args.profile and name == "ours":
-        arm["profile"] = profile_steps(full_step, batches, device, args.profile)
-    return arm, flops
+    def full_step(self, i: int, loader_batch):  # what the loop does per step
+        return self.step(prepare_batch(loader_batch, self.device, self.photometric, seed=i))
+
+    def model_flops(self, loader_batch) -> int | None:
+        """Forward + backward FLOPs of one step (eager arms only: a dispatch mode does not see
+        inside compiled graphs; the compiled model does the same FLOPs)."""
+        if self.name == "ours_compiled":
+            return None
+        batch = prepare_batch(loader_batch, self.device, self.photometric, seed=0)
+        with FlopCounterMode(display=False) as counter:
+            self.step(batch)
+        return counter.get_total_flops()
+
+
+def time_arms(arms: dict[str, Arm], batches, device, args, failed: dict[str, dict],
+              on_block=lambda figures: None) -> dict[str, dict]:
+    """Warm every arm (its first step includes compilation), then time ``repeats`` blocks of
+    ``steps`` steps per arm, rotating the arms' order between blocks, so that a slow moment of the
+    host falls on every arm alike. ``on_block`` gets the figures so far after each round."""
+    out: dict[str, dict] = {}
+    for name, arm in list(arms.items()):
+        try:
+            t = time.perf_counter()
+            arm.full_step(0, batches[0])
+            sync(device)
+            first = time.perf_counter() - t
+            for i in range(args.warmup):
+                arm.full_step(i, batches[i % len(batches)])
+            sync(device)
+        except Exception as exc:  # e.g. a compiler failure: keep the other arms
+            failed[name] = error_record(exc)
+            del arms[name]
+            continue
+        out[name] = {"first_step_s": first, "repeats_s_per_step": [], "precision": str(arm.dtype).removeprefix("torch."),
+                     "adamw": arm.adamw}
+    names = list(arms)
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name]["repeats_s_per_step"].append(median_step(arms[name].full_step, batches, device, args.steps))
+        for arm in out.values():
+            arm["s_per_step"] = statistics.median(arm["repeats_s_per_step"])
+            arm["images_per_s"] = args.captions * args.m / arm["s_per_step"]
+        on_block(out)
+    return out
+
+
+def error_record(exc: BaseException) -> dict:
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+            "traceback": traceback.format_exc()[-3000:]}
 
 
 def profile_steps(full_step, batches, device, path: str, steps: int = 3) -> dict:
@@ -143,9 +175,11 @@ def profile_steps(full_step, batches, device, path: str, steps: int = 3) -> dict
 
 def time_augmentation(args, device, batches, photometric) -> float:
     """Seconds per batch of prepare_batch alone (copy, augmentation, normalisation)."""
-    secs = time_steps(lambda i, b: prepare_batch(b, device, photometric, seed=i), batches, device,
-                      args.warmup, args.steps, args.repeats)
-    return statistics.median(secs)
+    def prepare(i, b):
+        return prepare_batch(b, device, photometric, seed=i)
+
+    median_step(prepare, batches, device, args.warmup)
+    return statistics.median(median_step(prepare, batches, device, args.steps) for _ in range(args.repeats))
 
 
 def main() -> None:
@@ -184,23 +218,25 @@ def main() -> None:
     batches = loader_batches(args, device)
     loss_fn = create_loss(LossConfig(method="stablerep")).to(device)
     peak = peak_bf16(device)
-    arms: dict[str, dict] = {}
-    flops = None
     result.update(augmentation_s_per_batch=time_augmentation(args, device, batches, photometric))
+    failed: dict[str, dict] = {}
+    arms: dict[str, Arm] = {}
     for name in ["baseline", "ours"] + (["ours_compiled"] if args.compile else []):
         try:
-            arm, counted = run_arm(name, args, device, dtype, batches, loss_fn, photometric)
-        except Exception as exc:  # keep the other arms
-            arms[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                          "traceback": traceback.format_exc()[-3000:]}
-            result.update(arms=arms)
-            continue
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # the arm's model and optimiser are gone with run_arm's frame
-        flops = flops or counted
-        arm["mfu"] = flops / arm["s_per_step"] / peak if peak and flops else None
-        arms[name] = arm
-        publish(result, arms, flops, peak)
+            arms[name] = Arm(name, args, device, dtype, loss_fn, photometric)
+        except Exception as exc:
+            failed[name] = error_record(exc)
+    flops = arms["ours"].model_flops(batches[0])
+
+    def on_block(figures):
+        for arm in figures.values():
+            arm["mfu"] = flops / arm["s_per_step"] / peak if peak else None
+        publish(result, {**figures, **failed}, flops, peak)
+
+    figures = time_arms(arms, batches, device, args, failed, on_block)
+    if args.profile and "ours" in arms:
+        figures["ours"]["profile"] = profile_steps(arms["ours"].full_step, batches, device, args.profile)
+    publish(result, {**figures, **failed}, flops, peak)
     path = result.finish()
     report(result.data, path)
 
