@@ -86,7 +86,8 @@ class ResultFile:
         self.data: dict[str, Any] = {
             "benchmark": benchmark, "device": device_name(device), "versions": versions(),
             "settings": settings, "ratio": None, "complete": False,
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "host_cpus": _cpus()}
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "host_cpus": _cpus(),
+            "host_load_1min": {"start": _load()}}
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
@@ -94,8 +95,17 @@ class ResultFile:
         self.path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
 
     def finish(self, **fields: Any) -> Path:
+        """Final write; the host's load average beside the start's says how busy the run's host was
+        (other processes on a shared machine slow every arm alike, but noisily)."""
+        self.data["host_load_1min"]["end"] = _load()
         self.update(**fields, complete=True)
         return self.path
+
+
+def _load() -> float | None:
+    import os
+
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _cpus() -> int:
