@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU figure of benchmarks/results/ in one run: about 8 minutes on one H100/H200 (each
-# benchmark is capped: synthesis 330 s, training step 150 s, loader 100 s; each writes its JSON as
-# it goes, so a capped one still leaves what it measured).
+# Every GPU figure of benchmarks/results/ in one run: about 7 minutes on one H100/H200, 9.5 at
+# most (each benchmark is capped: synthesis 320 s, training step 140 s, loader 110 s; each writes
+# its JSON as it goes, so a capped one still leaves what it measured).
 #
 #   1. synthesis   SD v1.5 architecture (random weights), DDIM 50 steps, guidance 2, 512 px, fp16:
 #                  batch sweep (16, 32, 48 at 10 steps), the plain `pipe(prompt=[...],
@@ -11,7 +11,7 @@
 #                  through the GPU augmentation: fp32 + TF32 + default AdamW against bf16 + fused
 #                  AdamW, with and without torch.compile; MFU; a profile.
 #   3. loader      shards vs the paper's PNG folder vs decode + augment from memory, batches
-#                  finished on the GPU, 2 and 6 workers; per-caption CPU profile.
+#                  finished on the GPU, 2 and 6 workers, 800 captions; per-caption CPU profile.
 #
 # Where the GPU image lacks packages (pydantic, diffusers, open_clip...), bring them as wheels:
 #   bash benchmarks/gpu_check.sh --wheels      # here, before the GPU call: downloads into .whl/
@@ -60,11 +60,11 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', tor
       'pydantic', pydantic.__version__, 'pyarrow', pyarrow.__version__, 'open_clip', open_clip.__version__)"
 } 2>&1 | tee "$LOG"
 
-run synthesis 330 "$PY" benchmarks/synthesis.py --arch sd15 --k 10 --steps 50 --guidance 2 --resolution 512 \
+run synthesis 320 "$PY" benchmarks/synthesis.py --arch sd15 --k 10 --steps 50 --guidance 2 --resolution 512 \
   --sweep 16,32,48 --sweep-steps 10 --batches 2 --compile --profile "$OUT/synthesis_profile.txt" \
   --model-cache /tmp/sd15 --out-dir "$OUT"
-run train_step 150 "$PY" benchmarks/train_step.py --backbone vit_base_patch16_224 --captions 43 --m 6 \
+run train_step 140 "$PY" benchmarks/train_step.py --backbone vit_base_patch16_224 --captions 43 --m 6 \
   --compile --warmup 3 --steps 10 --repeats 3 --profile "$OUT/train_step_profile.txt" --out-dir "$OUT"
-run loader 100 "$PY" benchmarks/loader.py --device cuda --captions 600 --m 6 --batch 16 --workers 2,6 \
+run loader 110 "$PY" benchmarks/loader.py --device cuda --captions 800 --m 6 --batch 16 --workers 2,6 \
   --batches 15 --repeats 3 --profile "$OUT/loader_profile.txt" --out-dir "$OUT"
 ls -l "$OUT" | tee -a "$LOG"

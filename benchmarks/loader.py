@@ -18,8 +18,8 @@ the figures. ``ratio`` is shards / png_folder,
 decode + crop + flip) and records its CPU milliseconds per caption.
 Results: benchmarks/results/loader-<device>.json (the device that finishes the batches).
 
-    python benchmarks/loader.py --captions 200 --m 6 --batch 16 --workers 2 --batches 10
-    python benchmarks/loader.py --device cuda --captions 600 --workers 2,6 --batches 15 --profile prof.txt
+    python benchmarks/loader.py --captions 400 --m 6 --batch 16 --workers 2 --batches 10
+    python benchmarks/loader.py --device cuda --captions 800 --workers 2,6 --batches 15 --profile prof.txt
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def profile_per_caption(root: str, groups: list[list[bytes]], m: int, geometric,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=200)
+    p.add_argument("--captions", type=int, default=400)
     p.add_argument("--m", type=int, default=6)
     p.add_argument("--batch", type=int, default=16, help="captions per batch")
     p.add_argument("--size", type=int, default=256, help="stored image size")
@@ -272,7 +272,11 @@ def measure_all(args, workers: int, device, root, csv_path, groups, geometric, p
         "png_folder": (forever(lambda: loader(PngFolder(csv_path, args.m, paper_transform(args.crop)))), finish_paper),
         "in_memory": (forever(lambda: loader(InMemory(groups, args.m, geometric))), finish_ours),
     }
-    out: dict = {"batches_per_epoch_shards": shards.batches_per_slot(0) * max(1, workers)}
+    per_epoch = min(shards.batches_per_slot(0) * max(1, workers), args.captions // args.batch)
+    if args.batches + 1 > per_epoch:  # a timed window must not cross an epoch (new workers)
+        raise SystemExit(f"error: --captions {args.captions} gives {per_epoch} batches per epoch with {workers} "
+                         f"workers; a window needs --batches + 1 = {args.batches + 1}: raise --captions")
+    out: dict = {"batches_per_epoch": per_epoch}
     rates: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(args.repeats):  # the loaders take turns, in rotating order
