@@ -58,11 +58,13 @@ def _git(*args: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    """HEAD of the checkout that ran, with ``+dirty`` when files differ from it (None outside git)."""
+    """HEAD of the checkout that ran, with ``+dirty`` when tracked files other than the results
+    differ from it (None outside git)."""
     head = _git("rev-parse", "HEAD")
     if not head:
         return None
-    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)benchmarks/results")
+    return head + ("+dirty" if dirty else "")
 
 
 def versions() -> dict[str, Any]:
