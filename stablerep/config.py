@@ -246,7 +246,8 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 class SynthesisConfig(_Strict):
     """A synthetic-dataset request. Fields that change the images (or the shard plan) enter the
-    dataset's config hash; batch size, device and progress do not (they never change an image)."""
+    dataset's config hash; batch size, device, compile and fuse_qkv do not (they never change an
+    image beyond the rounding noise of the device's arithmetic)."""
 
     backend: Backend = "procedural"
     model: str = Field(SD15, description="diffusers model id or local path (backend=diffusers)")
@@ -268,6 +269,10 @@ class SynthesisConfig(_Strict):
     quality: int = Field(95, ge=1, le=100)
     batch_size: int = Field(8, ge=1, description="images per backend call")
     device: str = "auto"
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the UNet and VAE decoder (static batch); auto: on CUDA only")
+    fuse_qkv: bool | Literal["auto"] = Field(
+        "auto", description="fused attention QKV projections; auto: on CUDA only")
 
     @model_validator(mode="after")
     def _sizes(self) -> SynthesisConfig:
@@ -277,7 +282,7 @@ class SynthesisConfig(_Strict):
 
     def hashed(self) -> dict[str, Any]:
         """The fields that define the dataset (for its config hash and manifest)."""
-        out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download"})
+        out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download", "compile", "fuse_qkv"})
         if self.backend == "procedural":
             for key in ("model", "revision", "steps", "guidance", "scheduler", "eta", "negative_prompt",
                         "dtype", "safety_checker"):
