@@ -62,7 +62,8 @@ class DemoConfig(BaseModel):
     augment: AugmentConfig = Field(default_factory=_demo_augment, description="every method's augmentation")
     probe_labels: list[Literal["shape", "colour"]] = Field(default_factory=lambda: ["shape", "colour"])
     probe_per_class: int = Field(100, ge=8, description="probe-set training images per class")
-    probe_test_per_class: int = Field(150, ge=5, description="probe-set test images per class")
+    probe_test_per_class: int = Field(150, ge=6, description="probe-set test images per class (5-shot episodes "
+                                      "need the shots and at least one query)")
     captions_per_shard: int = Field(128, ge=1)
     seed: int = Field(0, description="caption sample and synthesis seed")
     real_seed: int = Field(7919, description="seed stream of the 'real' renders")

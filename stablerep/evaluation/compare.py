@@ -27,6 +27,7 @@ METRICS = ("linear_probe", "knn", "few_shot_5way_5shot")
 PROBE_LABELS = ("shape", "colour")
 METRIC_NAMES = {"linear_probe": "linear probe", "knn": "kNN", "few_shot_5way_5shot": "5-way 5-shot"}
 FLOOR = "random_init"
+FEW_SHOT = 5  # shots per class in the few-shot metric (few_shot_5way_5shot)
 
 
 def probe_suite(encoders: dict[str, str], labels: tuple[str, ...] = PROBE_LABELS, per_class: int = 40,
@@ -36,12 +37,17 @@ def probe_suite(encoders: dict[str, str], labels: tuple[str, ...] = PROBE_LABELS
     bad = [label for label in labels if label not in PROBE_LABELS]
     if bad:
         raise ValueError(f"unknown probe label(s) {bad}: choose from {list(PROBE_LABELS)}")
+    if test_per_class is not None and test_per_class < FEW_SHOT + 1:
+        raise ValueError(f"test_per_class={test_per_class}: {FEW_SHOT}-shot episodes need at least {FEW_SHOT + 1} "
+                         "test images per class (the shots and one query)")
+    # queries per class: five, or what the test split holds beyond the shots
+    queries = 5 if test_per_class is None else min(5, test_per_class - FEW_SHOT)
     datasets = {label: {"spec": f"procedural:{label}", "per_class": per_class, "test_per_class": test_per_class,
                             "size": render_size} for label in labels}
     return EvalSuite.model_validate({
         "encoders": encoders, "datasets": datasets, "features": {"cache": cache, "device": "cpu"},
         "protocols": {"linear_probe": {"l2_values": l2_values},
-                      "few_shot": {"shots": [5], "queries": 5, "episodes": few_shot_episodes},
+                      "few_shot": {"shots": [FEW_SHOT], "queries": queries, "episodes": few_shot_episodes},
                       "zero_shot": {"enabled": False}}})
 
 
@@ -75,6 +81,11 @@ def compare_runs(runs: dict[str, dict[int, str]], *, labels: tuple[str, ...] = P
                         render_size)
     evaluation = run_evaluation(suite, out=None, progress=False, on_step=progress)
     results = evaluation["results"]
+    for label, by_encoder in results.items():
+        for name, scores in by_encoder.items():
+            missing = {m: scores["not_applicable"].get(m, "not computed") for m in METRICS if scores.get(m) is None}
+            if missing:
+                raise ValueError(f"procedural:{label}, {name}: no figure for {missing}")
 
     def values(metric: str, method: str, label_set: tuple[str, ...]) -> list[float]:
         return [float(np.mean([results[label][_encoder_name(method, s)][metric] for label in label_set]))

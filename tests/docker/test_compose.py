@@ -64,7 +64,7 @@ def _build(stack, deployment, request):
 
 
 @pytest.mark.timeout(1500)
-def test_compose_stack_builds_datasets_through_process_and_docker_pools(compose_stack, monkeypatch):
+def test_compose_stack_builds_datasets_through_process_and_docker_pools(compose_stack, monkeypatch, request):
     import s3fs
 
     from stablerep.shards import read_manifest, verify_dataset
@@ -72,6 +72,10 @@ def test_compose_stack_builds_datasets_through_process_and_docker_pools(compose_
 
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, compose_stack["env"][key])
+    # fsspec caches filesystems by their arguments, not by the environment: an instance made for
+    # the session's S3 server would read the session's store, not the compose one
+    s3fs.S3FileSystem.clear_instance_cache()
+    request.addfinalizer(s3fs.S3FileSystem.clear_instance_cache)
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     for attempt in range(60):  # the filer can lag the S3 port
         try:
