@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stablerep.config import SynthesisConfig
+from stablerep.shards.lease import writer_lease
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
 from tasks.synthesis import plan_shards, publish_dataset, synthesize_shards, write_manifest
@@ -48,6 +49,8 @@ class DatasetRequest(BaseModel):
     shard_deployment: str = Field("synthesize-shards/gpu", description="for fan_out=deployment")
     batch_timeout_s: float | None = Field(None, gt=0, description="kill a shard batch after this long")
     executor: Literal["subprocess", "inline"] = Field("subprocess", description="inline: in the flow's process")
+    batch_attempts: int = Field(3, ge=1, description="runs of a batch whose flow run crashed (fan_out=deployment)")
+    lease_wait_s: float = Field(0, ge=0, description="wait this long for another build of the same root")
 
     @model_validator(mode="after")
     def _devices(self) -> DatasetRequest:
@@ -61,8 +64,9 @@ def _batches(indices: list[int], size: int) -> list[list[int]]:
 
 
 def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
-                   progress: ShardProgress) -> list[str]:
-    """Keep up to ``concurrency`` batches running, each on its own device; returns failures."""
+                   progress: ShardProgress) -> tuple[list[str], int]:
+    """Keep up to ``concurrency`` batches running, each on its own device; returns (failures, 0):
+    a failed batch is retried by its task's own retry policy, never run again here."""
     devices = list(request.devices or [None] * request.concurrency)[:request.concurrency]
     free, queue, running, failed = list(devices), list(batches), {}, []
     while queue or running:
@@ -80,26 +84,33 @@ def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: di
             progress.add(sum(images[i] for i in batch))
         else:
             failed.append(f"shards {batch}: {state.message or state.name}")
-    return failed
+    return failed, 0
+
+
+def _submit_batch(request: DatasetRequest, parent: str, batch: list[int], attempt: int) -> Any:
+    from prefect.deployments import run_deployment
+
+    return run_deployment(request.shard_deployment, timeout=0, as_subflow=True,
+                          idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}-{attempt}",
+                          parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
+                                      "shards": batch, "batch_timeout_s": request.batch_timeout_s})
 
 
 def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
-                        progress: ShardProgress) -> list[str]:
-    """One flow run of the shard deployment per batch; wait for all, counting commits as they land."""
+                        progress: ShardProgress) -> tuple[list[str], int]:
+    """One flow run of the shard deployment per batch; wait for all, counting commits as they land.
+
+    A batch whose flow run Crashed (its process or host died; a lost host is marked Crashed by the
+    stack's missing-heartbeat automation) runs again, up to ``batch_attempts`` runs in all: the new
+    run skips the shards the lost one committed. Returns (failures, batches run again)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.context import get_run_context
-    from prefect.deployments import run_deployment
 
-    parent = get_run_context().flow_run.id
-    runs = {}
-    for batch in batches:
-        run = run_deployment(request.shard_deployment, timeout=0, as_subflow=True,
-                             idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}",
-                             parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
-                                         "shards": batch, "batch_timeout_s": request.batch_timeout_s})
-        runs[run.id] = batch
-    failed = []
+    logger = get_run_logger()
+    parent = str(get_run_context().flow_run.id)
+    runs = {_submit_batch(request, parent, batch, 1).id: (batch, 1) for batch in batches}
+    failed, reruns = [], 0
     with get_client(sync_client=True) as client:
         while runs:
             time.sleep(2)
@@ -111,16 +122,30 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
                 state = run.state
                 if state is None or not state.is_final():
                     continue
-                run_id = run.id
-                batch = runs.pop(run_id)
+                batch, attempt = runs.pop(run.id)
                 if state.is_completed():
                     progress.add(sum(images[i] for i in batch))
+                elif state.is_crashed() and attempt < request.batch_attempts:
+                    logger.warning("shards %s: flow run %s crashed (%s); running the batch again (run %d of %d)",
+                                   batch, run.id, state.message or "no message", attempt + 1, request.batch_attempts)
+                    runs[_submit_batch(request, parent, batch, attempt + 1).id] = (batch, attempt + 1)
+                    reruns += 1
                 else:
-                    failed.append(f"shards {batch}: flow run {run_id} {state.name}")
-    return failed
+                    failed.append(f"shards {batch}: flow run {run.id} {state.name} after {attempt} run(s)")
+    return failed, reruns
 
 
 def run_build(request: DatasetRequest) -> dict[str, Any]:
+    """The build, holding the dataset root's writer lease from the first caption to the manifest:
+    a second build of the same root waits ``lease_wait_s`` for it, then fails naming this run."""
+    from prefect.runtime import flow_run
+
+    with writer_lease(request.root, f"{flow_run.flow_name} flow run {flow_run.name}", run=str(flow_run.id),
+                      wait_s=request.lease_wait_s):
+        return _build(request)
+
+
+def _build(request: DatasetRequest) -> dict[str, Any]:
     logger = get_run_logger()
     added = None
     if request.captions is not None:
@@ -134,14 +159,14 @@ def run_build(request: DatasetRequest) -> dict[str, Any]:
     progress = ShardProgress(plan["total_images"], plan["done_images"], f"dataset {request.root}")
     batches = _batches(pending, request.shards_per_task)
     fan_out = _fan_out_deployment if request.fan_out == "deployment" else _fan_out_local
-    failed = fan_out(request, batches, images, progress) if batches else []
+    failed, reruns = fan_out(request, batches, images, progress) if batches else ([], 0)
     if failed:
         raise RuntimeError(f"{len(failed)} shard batch(es) failed after retries; committed shards are kept and "
                            f"a rerun redoes only these: {'; '.join(failed[:5])}")
     manifest = write_manifest(request.root, request.synthesis)
     publish_dataset(request.root)
     return {"root": request.root, "captions_added": added, "shards_written": sum(map(len, batches)),
-            "shards": len(plan["shards"]), **manifest}
+            "shards": len(plan["shards"]), "batches": len(batches), "batches_rerun": reruns, **manifest}
 
 
 @flow(name="build-dataset", log_prints=True)

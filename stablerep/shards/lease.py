@@ -51,13 +51,14 @@ class _Conflict(Exception):
 
 
 def _proc_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (None when it does not exist),
-    so that a reused pid is not mistaken for the holder."""
+    """The start time of process ``pid`` in clock ticks since boot, so that a reused pid is not
+    mistaken for the holder; None when it is gone or a zombie (killed, not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def _host_identity() -> str | None:
