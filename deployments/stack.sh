@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# A local Prefect stack: server (SQLite), one process worker per pool (cpu, gpu), deployments.
-#   deployments/stack.sh up     start it (idempotent) and register the deployments
-#   deployments/stack.sh down   stop exactly what `up` started (workers first, then the server)
-# Settings: PREFECT_PORT (4200), STACK_DIR (.prefect-stack), PYTHON_BIN (.venv/bin).
+# A local Prefect stack: server (SQLite), process workers for the pools (cpu, gpu), deployments.
+#   deployments/stack.sh up        start it (idempotent) and register the deployments
+#   deployments/stack.sh workers   start again any worker that is not running
+#   deployments/stack.sh down      stop exactly what `up` started (workers first, then the server)
+# Settings: PREFECT_PORT (4200), STACK_DIR (.prefect-stack), PYTHON_BIN (.venv/bin),
+#   STACK_GPU_WORKERS (1): process workers on the gpu pool, one flow run each;
+#   STACK_HEARTBEAT_S (30): flow-run heartbeat period; STACK_ZOMBIE_AFTER_S (120): a run without a
+#   heartbeat this long is marked Crashed (deployments/automations.py), and its batch runs again.
+# The server requires basic auth: PREFECT_API_AUTH_STRING (user:password) from the environment, or
+# one generated on first `up` into STACK_DIR/auth.env (mode 600; `source` it to use the CLI).
+# Credentials travel in the environment only, never on a command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,13 +20,30 @@ export PREFECT_HOME="$DIR/home" PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$PORT
 export PREFECT_UI_API_URL="$PREFECT_API_URL" STABLEREP_ROOT="$ROOT" HF_HUB_OFFLINE=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${STACK_HEARTBEAT_S:-30}
+GPU_WORKERS=${STACK_GPU_WORKERS:-1}
+ZOMBIE_AFTER=${STACK_ZOMBIE_AFTER_S:-120}
+
+credentials() {  # the basic-auth string: the user's, or one made once into DIR/auth.env (mode 600)
+  mkdir -p "$DIR"
+  if [[ -z "${PREFECT_API_AUTH_STRING:-}" ]]; then
+    if [[ ! -s "$DIR/auth.env" ]]; then
+      local password  # printf is a shell builtin: the password never appears in a process listing
+      password=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+      (umask 077 && printf 'export PREFECT_API_AUTH_STRING=stablerep:%s\n' "$password" > "$DIR/auth.env")
+    fi
+    # shellcheck source=/dev/null
+    source "$DIR/auth.env"
+  fi
+  export PREFECT_API_AUTH_STRING PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING"
+}
 
 alive() { [[ -f "$DIR/$1.pid" ]] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 
-start() {  # start NAME CMD...: in its own session, logging to DIR/NAME.log
+start() {  # start NAME CMD...: in its own session, logging to DIR/NAME.log (appended on restarts)
   local name=$1; shift
   if alive "$name"; then echo "$name already running (pid $(cat "$DIR/$name.pid"))"; return; fi
-  setsid "$@" > "$DIR/$name.log" 2>&1 < /dev/null &
+  setsid "$@" >> "$DIR/$name.log" 2>&1 < /dev/null &
   echo $! > "$DIR/$name.pid"
 }
 
@@ -39,8 +63,17 @@ stop() {  # stop NAME...: SIGINT to their process groups (what Ctrl-C sends), SI
   [[ ${#pids[@]} -gt 0 ]] && echo "stopped $*" || true
 }
 
+workers() {  # one process worker on the cpu pool, STACK_GPU_WORKERS on the gpu pool
+  start worker-cpu "$BIN/prefect" worker start --pool cpu --type process --limit 1 --name worker-cpu
+  local i name
+  for i in $(seq "$GPU_WORKERS"); do
+    name=worker-gpu$([[ $i == 1 ]] || echo "-$i")
+    start "$name" "$BIN/prefect" worker start --pool gpu --type process --limit 1 --name "$name"
+  done
+}
+
 up() {
-  mkdir -p "$DIR"
+  credentials
   start server "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
   for _ in $(seq 120); do
     curl -sf "http://127.0.0.1:$PORT/api/health" > /dev/null && break
@@ -53,20 +86,27 @@ up() {
   done
   "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
-  for pool in cpu gpu; do
-    start "worker-$pool" "$BIN/prefect" worker start --pool "$pool" --type process --limit 1
-  done
+  "$BIN/python" deployments/automations.py --within "$ZOMBIE_AFTER" >> "$DIR/deploy.log" 2>&1 \
+    || { tail -30 "$DIR/deploy.log"; exit 1; }
+  workers
   echo "Prefect UI: http://127.0.0.1:$PORT   (export PREFECT_API_URL=$PREFECT_API_URL)"
+  if [[ -f "$DIR/auth.env" ]]; then
+    echo "credentials: source $DIR/auth.env   (the UI asks for the same user:password)"
+  fi
   echo "deployments registered; try: prefect deployment run 'stablerep-pipeline/offline-demo' --watch"
 }
 
 down() {
-  stop worker-cpu worker-gpu  # workers first: a worker without its server ignores signals for a while
+  local pid names=()
+  for pid in "$DIR"/worker-*.pid; do [[ -e $pid ]] && names+=("$(basename "$pid" .pid)"); done
+  # workers first: a worker without its server ignores signals for a while
+  if [[ ${#names[@]} -gt 0 ]]; then stop "${names[@]}"; fi
   stop server
 }
 
 case "${1:-}" in
   up) up ;;
+  workers) credentials; workers ;;
   down) down ;;
-  *) echo "usage: $0 up|down"; exit 2 ;;
+  *) echo "usage: $0 up|workers|down"; exit 2 ;;
 esac
