@@ -6,7 +6,8 @@
 # Settings: PREFECT_PORT (4200), STACK_DIR (.prefect-stack), PYTHON_BIN (.venv/bin),
 #   STACK_GPU_WORKERS (1): process workers on the gpu pool, one flow run each;
 #   STACK_HEARTBEAT_S (30): flow-run heartbeat period; STACK_ZOMBIE_AFTER_S (120): a run without a
-#   heartbeat this long is marked Crashed (deployments/automations.py), and its batch runs again.
+#   heartbeat this long is marked Crashed (deployments/automations.py), and its batch runs again;
+#   STACK_PENDING_AFTER_S (300): the same for a run a worker took that never started.
 # The server requires basic auth: PREFECT_API_AUTH_STRING (user:password) from the environment, or
 # one generated on first `up` into STACK_DIR/auth.env (mode 600; `source` it to use the CLI).
 # Credentials travel in the environment only, never on a command line.
@@ -23,6 +24,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${STACK_HEARTBEAT_S:-30}
 GPU_WORKERS=${STACK_GPU_WORKERS:-1}
 ZOMBIE_AFTER=${STACK_ZOMBIE_AFTER_S:-120}
+PENDING_AFTER=${STACK_PENDING_AFTER_S:-300}
 
 credentials() {  # the basic-auth string: the user's, or one made once into DIR/auth.env (mode 600)
   mkdir -p "$DIR"
@@ -86,7 +88,7 @@ up() {
   done
   "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
-  "$BIN/python" deployments/automations.py --within "$ZOMBIE_AFTER" >> "$DIR/deploy.log" 2>&1 \
+  "$BIN/python" deployments/automations.py --within "$ZOMBIE_AFTER" --pending-within "$PENDING_AFTER" >> "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
   workers
   echo "Prefect UI: http://127.0.0.1:$PORT   (export PREFECT_API_URL=$PREFECT_API_URL)"
