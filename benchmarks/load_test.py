@@ -95,6 +95,10 @@ class Stack:
         response.raise_for_status()
         return response.json()
 
+    def log_count(self, name: str, needle: str) -> int:
+        """Lines of DIR/NAME.log that contain ``needle``."""
+        return sum(needle in line for line in (self.dir / f"{name}.log").read_text(errors="replace").splitlines())
+
     def gpu_workers(self) -> dict[str, int]:
         return {p.stem: int(p.read_text()) for p in self.dir.glob("worker-gpu*.pid")}
 
@@ -272,6 +276,7 @@ def load_run(stack: Stack, tmp: Path, name: str, batches: int, clients: int, thi
     request = {"root": root, "captions": {"source": str(tmp / "corpus.txt"), "n": batches * SYNTHESIS["captions_per_shard"]},
                "synthesis": SYNTHESIS, "shards_per_task": 1, "fan_out": "deployment", "batch_attempts": 4}
     deployment = stack.call("GET", "/deployments/name/build-dataset/default")
+    locked_before = stack.log_count("server", "database is locked")
     with Readers(stack, clients, think_s) as readers, Chaos(stack, kills, seed, kill_gap_s, running_only) as chaos:
         started = time.monotonic()
         parent = stack.call("POST", f"/deployments/{deployment['id']}/create_flow_run",
@@ -284,12 +289,17 @@ def load_run(stack: Stack, tmp: Path, name: str, batches: int, clients: int, thi
         wall = time.monotonic() - started
     children = _children(stack, parent)
     states = [c["state"]["type"] for c in children]
-    return {"run": name, "build_state": state, "batches": batches, "wall_s": round(wall, 1),
+    complete = state == "COMPLETED"
+    return {"run": name, "build_state": state,
+            "build_message": None if complete else stack.call("GET", f"/flow_runs/{parent}")["state"]["message"],
+            "server_db_locked_errors": stack.log_count("server", "database is locked") - locked_before,
+            "batches": batches, "wall_s": round(wall, 1),
             "batches_per_min": round(batches / wall * 60, 1), "api": readers.summary(),
             "batch_flow_runs": len(children), "crashed_runs": states.count("CRASHED"),
             "failed_runs": states.count("FAILED"), "batches_rerun": len(children) - batches,
             "task_retries": _task_retries(stack, [c["id"] for c in children]), "kills": chaos.outcomes(children),
-            "dataset_verified": verify_dataset(root, deep=True).ok, "fingerprint": _fingerprint(root)}
+            "dataset_verified": complete and verify_dataset(root, deep=True).ok,
+            "fingerprint": _fingerprint(root) if complete else None}
 
 
 def run_load_test(batches: int, workers: int, clients: int, kills: int, think_s: float = 1.0, seed: int = 0,
@@ -338,7 +348,8 @@ def main() -> None:
         print(f"{run['run']}: {run['batches_per_min']} batches/min ({run['vs_sequential']}x sequential), API p50 "
               f"{api['p50_ms']} ms p95 {api['p95_ms']} ms over {api['requests']} requests, {api['failures']} failed; "
               f"batch runs {run['batch_flow_runs']} ({run['crashed_runs']} crashed, {run['batches_rerun']} rerun), "
-              f"task retries {run['task_retries']}, kills {len(run['kills'])}; identical: {run['identical_to_sequential']}")
+              f"task retries {run['task_retries']}, kills {len(run['kills'])}, server 'database is locked' errors "
+              f"{run['server_db_locked_errors']}; build {run['build_state']}, identical: {run['identical_to_sequential']}")
     print(f"saved {args.out}")
 
 

@@ -22,6 +22,7 @@ from stablerep.config import SynthesisConfig
 from stablerep.shards.lease import writer_lease
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
+from tasks.retry import with_api_retries
 from tasks.synthesis import plan_shards, publish_dataset, synthesize_shards, write_manifest
 
 
@@ -49,7 +50,8 @@ class DatasetRequest(BaseModel):
     shard_deployment: str = Field("synthesize-shards/gpu", description="for fan_out=deployment")
     batch_timeout_s: float | None = Field(None, gt=0, description="kill a shard batch after this long")
     executor: Literal["subprocess", "inline"] = Field("subprocess", description="inline: in the flow's process")
-    batch_attempts: int = Field(3, ge=1, description="runs of a batch whose flow run crashed (fan_out=deployment)")
+    batch_attempts: int = Field(3, ge=1, description="runs of a batch whose flow run crashed or failed "
+                                "(fan_out=deployment)")
     lease_wait_s: float = Field(0, ge=0, description="wait this long for another build of the same root")
 
     @model_validator(mode="after")
@@ -88,12 +90,15 @@ def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: di
 
 
 def _submit_batch(request: DatasetRequest, parent: str, batch: list[int], attempt: int) -> Any:
+    """A flow run of the shard deployment for ``batch`` (its ``attempt``-th); the idempotency key
+    makes a repeated call after a lost response return the same run."""
     from prefect.deployments import run_deployment
 
-    return run_deployment(request.shard_deployment, timeout=0, as_subflow=True,
-                          idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}-{attempt}",
-                          parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
-                                      "shards": batch, "batch_timeout_s": request.batch_timeout_s})
+    return with_api_retries(f"submitting shards {batch}", lambda: run_deployment(
+        request.shard_deployment, timeout=0, as_subflow=True,
+        idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}-{attempt}",
+        parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
+                    "shards": batch, "batch_timeout_s": request.batch_timeout_s}))
 
 
 def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
@@ -101,8 +106,10 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
     """One flow run of the shard deployment per batch; wait for all, counting commits as they land.
 
     A batch whose flow run Crashed (its process or host died; a lost host is marked Crashed by the
-    stack's missing-heartbeat automation) runs again, up to ``batch_attempts`` runs in all: the new
-    run skips the shards the lost one committed. Returns (failures, batches run again)."""
+    stack's missing-heartbeat automation) or Failed (its task's retries spent, or the engine lost
+    the API) runs again, up to ``batch_attempts`` runs in all: the new run skips the shards the
+    earlier ones committed. A cancelled batch is not run again. API calls survive a busy server
+    (with_api_retries). Returns (failures, batches run again)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.context import get_run_context
@@ -116,8 +123,8 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
             time.sleep(2)
             # one request per poll (the API returns at most 200 runs: the rest wait their turn)
             ids = list(runs)[:200]
-            pending = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
-                                            limit=len(ids))
+            pending = with_api_retries("reading the batches' flow runs", lambda ids=ids: client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)))
             for run in pending:
                 state = run.state
                 if state is None or not state.is_final():
@@ -125,9 +132,10 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
                 batch, attempt = runs.pop(run.id)
                 if state.is_completed():
                     progress.add(sum(images[i] for i in batch))
-                elif state.is_crashed() and attempt < request.batch_attempts:
-                    logger.warning("shards %s: flow run %s crashed (%s); running the batch again (run %d of %d)",
-                                   batch, run.id, state.message or "no message", attempt + 1, request.batch_attempts)
+                elif (state.is_crashed() or state.is_failed()) and attempt < request.batch_attempts:
+                    logger.warning("shards %s: flow run %s %s (%s); running the batch again (run %d of %d)",
+                                   batch, run.id, state.name, (state.message or "no message")[:300], attempt + 1,
+                                   request.batch_attempts)
                     runs[_submit_batch(request, parent, batch, attempt + 1).id] = (batch, attempt + 1)
                     reruns += 1
                 else:

@@ -214,8 +214,9 @@ class WriterLease:
                 "renewed_at": now, "expires_at": now if released else now + self.ttl_s,
                 "ttl_s": self.ttl_s, "released": released}
 
-    def _write(self, record: dict[str, Any], version: str | None) -> str:
-        """Create (version None) or swap the record; a lost response is recognised by its token."""
+    def _write(self, record: dict[str, Any], version: str | None, retry: bool = True) -> str:
+        """Create (version None) or swap the record; a lost response is recognised by its token.
+        Transient store failures are retried unless ``retry`` is False."""
         data = json.dumps(record, indent=1).encode()
 
         def attempt() -> str:
@@ -227,6 +228,9 @@ class WriterLease:
                     return current_version
                 raise
 
+        if not retry:
+            with storage.storage_errors("write", self.url):
+                return attempt()
         return storage.with_retries("write", self.url, attempt)
 
     def _read(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -304,7 +308,8 @@ class WriterLease:
             raise LeaseLost(f"the writer lease on {self.root} ran out before it could be renewed")
 
     def release(self) -> None:
-        """Mark the lease free (if it is still ours). Never raises: an unreleased lease expires."""
+        """Mark the lease free (if it is still ours), in one attempt: a run failing because its store
+        is gone should not wait for it here. Never raises: an unreleased lease expires."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=30)
@@ -313,7 +318,7 @@ class WriterLease:
             if held is None or self._lost:
                 return
             with contextlib.suppress(_Conflict, storage.StorageError):
-                self._write(self._record(acquired=held.record["acquired"], released=True), held.version)
+                self._write(self._record(acquired=held.record["acquired"], released=True), held.version, retry=False)
 
     def __enter__(self) -> WriterLease:
         return self.acquire()
