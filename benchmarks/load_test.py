@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -63,12 +64,12 @@ def _descendants(pid: int) -> list[int]:
 class Stack:
     """`deployments/stack.sh` on a free port in DIRECTORY; stopped on exit."""
 
-    def __init__(self, directory: Path, workers: int, zombie_after_s: int):
+    def __init__(self, directory: Path, workers: int, zombie_after_s: int, pending_after_s: int):
         self.dir = directory
         port = _free_port()
         self.env = {**os.environ, "PREFECT_PORT": str(port), "STACK_DIR": str(directory),
                     "PYTHON_BIN": str(Path(sys.executable).parent), "STACK_GPU_WORKERS": str(workers),
-                    "STACK_ZOMBIE_AFTER_S": str(zombie_after_s), "STACK_PENDING_AFTER_S": str(zombie_after_s),
+                    "STACK_ZOMBIE_AFTER_S": str(zombie_after_s), "STACK_PENDING_AFTER_S": str(pending_after_s),
                     "PREFECT_WORKER_QUERY_SECONDS": "2"}
         for key in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_API_AUTH_STRING"):
             self.env.pop(key, None)
@@ -284,7 +285,8 @@ def load_run(stack: Stack, tmp: Path, name: str, batches: int, clients: int, thi
         while (state := stack.call("GET", f"/flow_runs/{parent}")["state"]["type"]) not in (
                 "COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"build {parent} still {state} after {timeout_s:.0f} s")
+                state = f"TIMED OUT ({state} after {timeout_s:.0f} s)"
+                break
             time.sleep(2)
         wall = time.monotonic() - started
     children = _children(stack, parent)
@@ -303,26 +305,43 @@ def load_run(stack: Stack, tmp: Path, name: str, batches: int, clients: int, thi
 
 
 def run_load_test(batches: int, workers: int, clients: int, kills: int, think_s: float = 1.0, seed: int = 0,
-                  zombie_after_s: int = 60, timeout_s: float = 3600, runs: tuple[str, ...] = ("clean",),
-                  kill_gap_s: tuple[float, float] = (10, 40), running_only: bool = False) -> dict:
-    """The sequential reference, then each of RUNS ("clean": no kills; "kills": KILLS worker kills)."""
+                  zombie_after_s: int = 60, pending_after_s: int = 180, timeout_s: float = 3600,
+                  runs: tuple[str, ...] = ("clean",), kill_gap_s: tuple[float, float] = (10, 40),
+                  running_only: bool = False, save: Path | None = None) -> dict:
+    """The sequential reference, then each of RUNS ("clean": no kills; "kills": KILLS worker kills);
+    the results so far are written to ``save`` after each run."""
     tmp = Path(tempfile.mkdtemp(prefix="stablerep-load-"))
+    settings = {"batches": batches, "gpu_workers": workers, "clients": clients, "think_s": think_s,
+                "zombie_after_s": zombie_after_s, "pending_after_s": pending_after_s, "kill_gap_s": kill_gap_s,
+                "kill_running_only": running_only, "synthesis": SYNTHESIS, "shards_per_batch": 1,
+                "worker_query_s": 2, "heartbeat_s": 30, "timeout_s": timeout_s}
+    try:
+        return _run_all(tmp, settings, kills, seed, runs, save)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_all(tmp: Path, settings: dict, kills: int, seed: int, runs: tuple[str, ...], save: Path | None) -> dict:
+    batches = settings["batches"]
     reference, sequential_s = sequential_build(tmp, batches)
     expected = _fingerprint(reference)
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-               "settings": {"batches": batches, "gpu_workers": workers, "clients": clients, "think_s": think_s,
-                            "zombie_after_s": zombie_after_s, "kill_gap_s": kill_gap_s, "kill_running_only": running_only,
-                            "synthesis": SYNTHESIS,
-                            "shards_per_batch": 1, "worker_query_s": 2, "heartbeat_s": 30},
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                           "load_average_at_start": os.getloadavg()},
+               "settings": settings,
                "sequential": {"wall_s": round(sequential_s, 1), "batches_per_min": round(batches / sequential_s * 60, 1)},
                "runs": []}
-    with Stack(tmp / "stack", workers, zombie_after_s) as stack:
+    with Stack(tmp / "stack", settings["gpu_workers"], settings["zombie_after_s"], settings["pending_after_s"]) as stack:
         for name in runs:
-            run = load_run(stack, tmp, name, batches, clients, think_s, kills if name == "kills" else 0, seed,
-                           timeout_s, kill_gap_s, running_only)
+            run = load_run(stack, tmp, name, batches, settings["clients"], settings["think_s"],
+                           kills if name == "kills" else 0, seed, settings["timeout_s"], tuple(settings["kill_gap_s"]),
+                           settings["kill_running_only"])
             run["identical_to_sequential"] = run.pop("fingerprint") == expected
             run["vs_sequential"] = round(run["batches_per_min"] / results["sequential"]["batches_per_min"], 3)
+            run["load_average_at_end"] = os.getloadavg()
             results["runs"].append(run)
+            if save is not None:
+                save.parent.mkdir(parents=True, exist_ok=True)
+                save.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
@@ -334,14 +353,14 @@ def main() -> None:
     parser.add_argument("--think-s", type=float, default=1.0, help="mean pause between a client's requests")
     parser.add_argument("--kills", type=int, default=4, help="worker kills in the second run (0: no second run)")
     parser.add_argument("--zombie-after-s", type=int, default=60, help="the automation's silence threshold")
+    parser.add_argument("--pending-after-s", type=int, default=180, help="the automation's threshold for Pending")
     parser.add_argument("--timeout-s", type=float, default=3600, help="give up on a build after this long")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/load_test.json"))
     args = parser.parse_args()
     runs = ("clean", "kills") if args.kills else ("clean",)
     results = run_load_test(args.batches, args.workers, args.clients, args.kills, args.think_s,
-                            zombie_after_s=args.zombie_after_s, timeout_s=args.timeout_s, runs=runs)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+                            zombie_after_s=args.zombie_after_s, pending_after_s=args.pending_after_s,
+                            timeout_s=args.timeout_s, runs=runs, save=Path(args.out))
     print(f"sequential (one process): {results['sequential']['batches_per_min']} batches/min")
     for run in results["runs"]:
         api = run["api"]

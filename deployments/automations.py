@@ -7,9 +7,9 @@ it on the workers it starts), the first one right after they enter Running.
 - crash-silent-flow-runs: after a run's Running event or heartbeat, expect another event of that
   run (a heartbeat, a state change) within ``--within`` seconds; if none comes (the host lost power,
   was preempted, its network went away: nothing is left to report a crash), set it Crashed.
-- crash-flow-runs-that-never-start: after a run enters Pending (a worker took it), expect it to
-  start (or any other change) within ``--pending-within`` seconds; a host lost while the run's
-  process was starting would otherwise leave it Pending for ever.
+- crash-flow-runs-that-never-start: after a run enters Submitting or Pending (a worker took it),
+  expect it to start (or any other change) within ``--pending-within`` seconds; a host lost while
+  it was submitting the run or starting its process would otherwise leave it Pending for ever.
 
 A build-dataset fan-out then runs the crashed batch again (DatasetRequest.batch_attempts), and the
 new run redoes only the shards the lost one had not committed. Choose ``--within`` as at least
@@ -55,7 +55,9 @@ def lost_host_automations(within_s: int, pending_within_s: int) -> list[Automati
     """The two automations: silent running runs, and runs that never start."""
     return [_crash_when_silent("crash-silent-flow-runs", {"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
                                within_s, f"no heartbeat for {within_s} s, its host is taken for lost"),
-            _crash_when_silent("crash-flow-runs-that-never-start", {"prefect.flow-run.Pending"}, pending_within_s,
+            # a worker moves a run to Submitting (a Pending state), its process to Pending, then Running
+            _crash_when_silent("crash-flow-runs-that-never-start",
+                               {"prefect.flow-run.Submitting", "prefect.flow-run.Pending"}, pending_within_s,
                                f"Pending for {pending_within_s} s without starting, its host is taken for lost")]
 
 

@@ -278,7 +278,7 @@ class WriterLease:
             held = self._held
             if held is None or self._lost:
                 raise LeaseLost(self._lost or f"no writer lease held on {self.root}")
-            record = {**self._record(acquired=held.record["acquired"])}
+            record = self._record(acquired=held.record["acquired"])
             started = time.monotonic()
             try:
                 version = self._write(record, held.version)
