@@ -49,10 +49,19 @@ start() {  # start NAME CMD...: in its own session, logging to DIR/NAME.log (app
   echo $! > "$DIR/$name.pid"
 }
 
-stop() {  # stop NAME...: SIGINT to their process groups (what Ctrl-C sends), SIGKILL after 15 s
-  local name pids=()
+tree() {  # tree PID: the processes below PID (a worker's flow runs run in sessions of their own)
+  local child
+  for child in $(pgrep -P "$1" || true); do echo "$child"; tree "$child"; done
+}
+
+stop() {  # stop NAME...: SIGINT to their process groups (what Ctrl-C sends), SIGKILL after 15 s,
+  local name pids=() below=()  # and then to any flow-run process that outlived its worker
   for name in "$@"; do
-    if alive "$name"; then pids+=("$(cat "$DIR/$name.pid")"); kill -INT -- "-${pids[-1]}" 2>/dev/null || true; fi
+    if alive "$name"; then
+      pids+=("$(cat "$DIR/$name.pid")")
+      mapfile -t -O "${#below[@]}" below < <(tree "${pids[-1]}")
+      kill -INT -- "-${pids[-1]}" 2>/dev/null || true
+    fi
   done
   for _ in $(seq 30); do
     local left=0 pid
@@ -61,6 +70,7 @@ stop() {  # stop NAME...: SIGINT to their process groups (what Ctrl-C sends), SI
     sleep 0.5
   done
   for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  for pid in "${below[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for name in "$@"; do rm -f "$DIR/$name.pid"; done
   [[ ${#pids[@]} -gt 0 ]] && echo "stopped $*" || true
 }

@@ -56,7 +56,9 @@ def test_a_crashed_holder_on_this_host_is_taken_over_at_once(dataset_root):
     started = time.monotonic()
     with WriterLease(dataset_root, "second build", wait_s=0):  # its process is gone: free at once
         assert read_lease(dataset_root)["holder"]["pid"] == os.getpid()
-    assert time.monotonic() - started < 10
+    took = time.monotonic() - started
+    assert took < 10
+    print(f"a SIGKILLed holder's 600 s lease was taken over in {took:.2f} s")
 
 
 def test_a_silent_holder_expires_is_taken_over_and_learns_it_lost(dataset_root):
@@ -80,6 +82,8 @@ def test_a_silent_holder_expires_is_taken_over_and_learns_it_lost(dataset_root):
     assert read_lease(dataset_root)["token"] == mine["token"]
     lease.release()
     assert read_lease(dataset_root)["released"]
+    print(f"a stopped holder's 4 s lease was taken over after {waited:.1f} s; the holder then reported: "
+          f"{json.loads(out.splitlines()[-1])['lost']}")
 
 
 SYNTH = ["--backend", "procedural", "--images-per-caption", "2", "--captions-per-shard", "4",
