@@ -9,19 +9,33 @@ them, with photo-like texture so that PNG and JPEG sizes are realistic):
               torchvision's per-image PIL transforms in the workers
   in_memory   the same JPEG bytes held in memory, our decode + augmentation: the ceiling for
               what any storage layout can give with this augmentation
-All use the same number of DataLoader workers; ratios are printed.
+All use the same number of DataLoader workers (each count of --workers in turn) and take turns,
+one timed window each, in rotating order. Each timed window starts a fresh iterator and stays
+inside one epoch (--captions large enough), so worker start-up and epoch boundaries are not in
+the figures. ``ratio`` is shards / png_folder,
+``ratio_to_memory`` shards / in_memory, for the first worker count (all are under ``runs``).
+--profile writes a cProfile of the per-caption path (one process: shard reader vs in-memory,
+decode + crop + flip) and records its CPU milliseconds per caption.
+Results: benchmarks/results/loader-<device>.json (the device that finishes the batches).
 
-    python benchmarks/loader.py --captions 200 --m 6 --batch 16 --workers 2
+    python benchmarks/loader.py --captions 400 --m 6 --batch 16 --workers 2 --batches 10
+    python benchmarks/loader.py --device cuda --captions 800 --workers 2,6 --batches 15 --profile prof.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
-import json
+import io
+import itertools
+import os
+import pstats
 import statistics
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,17 +43,20 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T1
 
-from stablerep.config import AugmentConfig
-from stablerep.data.augment import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import ResultFile  # noqa: E402
+
+from stablerep.config import AugmentConfig  # noqa: E402
+from stablerep.data.augment import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     BatchPhotometric,
     build_geometric,
     prepare_images,
 )
-from stablerep.data.shards import ShardBatches, ShardCaptionDataset, collate_captions, decode
-from stablerep.shards import config_hash, write_manifest, write_shard
-from stablerep.testing import example_records, make_image_bytes
+from stablerep.data.shards import ShardBatches, ShardCaptionDataset, collate_captions, decode  # noqa: E402
+from stablerep.shards import config_hash, write_manifest, write_shard  # noqa: E402
+from stablerep.testing import example_records, make_image_bytes  # noqa: E402
 
 
 class PILBlur:
@@ -96,10 +113,21 @@ class InMemory(Dataset):
         return {"images": torch.stack(views), "label": i, "caption": ""}
 
 
+def _pictures(seeds: list[int], size: int, texture: float) -> tuple[list[bytes], list[bytes]]:
+    """(JPEG q95, PNG) bytes of each seed's picture, made on every core."""
+    with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+        jpegs = list(pool.map(make_image_bytes, seeds, [size] * len(seeds), ["JPEG"] * len(seeds),
+                              [95] * len(seeds), [texture] * len(seeds), chunksize=16))
+        pngs = list(pool.map(make_image_bytes, seeds, [size] * len(seeds), ["PNG"] * len(seeds),
+                             [90] * len(seeds), [texture] * len(seeds), chunksize=16))
+    return jpegs, pngs
+
+
 def prepare(work: Path, n_captions: int, m: int, size: int, texture: float):
     records = example_records([f"benchmark caption {i}" for i in range(n_captions)], m, size=8)
-    for r in records:
-        r.image, r.width, r.height = make_image_bytes(r.seed, size, "JPEG", 95, texture), size, size
+    jpegs, pngs = _pictures([r.seed for r in records], size, texture)
+    for r, data in zip(records, jpegs, strict=True):
+        r.image, r.width, r.height = data, size, size
     root = str(work / "shards_ds")
     h = config_hash({"bench": n_captions, "m": m})
     per_shard = 100 * m
@@ -108,58 +136,112 @@ def prepare(work: Path, n_captions: int, m: int, size: int, texture: float):
     write_manifest(root, indices, {"bench": True}, h)
     folder = work / "png_folder"
     folder.mkdir()
-    png_bytes = 0
     with open(folder / "index.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "caption"])
-        for r in records:
+        for r, data in zip(records, pngs, strict=True):
             name = f"{r.caption_id}_{r.image_index}.png"
-            data = make_image_bytes(r.seed, size, "PNG", texture=texture)
             (folder / name).write_bytes(data)
-            png_bytes += len(data)
             writer.writerow([name, r.caption])
     groups: dict[int, list[bytes]] = {}
     for r in records:
         groups.setdefault(r.caption_id, []).append(r.image)
-    sizes = {"jpeg_kb_per_image": sum(len(r.image) for r in records) / len(records) / 1024,
-             "png_kb_per_image": png_bytes / len(records) / 1024}
+    sizes = {"jpeg_kb_per_image": sum(map(len, jpegs)) / len(jpegs) / 1024,
+             "png_kb_per_image": sum(map(len, pngs)) / len(pngs) / 1024}
     return root, folder / "index.csv", list(groups.values()), sizes
 
 
-def measure(make_iter, finish, batches: int, repeats: int) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-        it = make_iter()
-        finish(next(it))  # start-up (workers, first shard) is not throughput
-        t = time.perf_counter()
-        for _ in range(batches):
-            finish(next(it))
-        rates.append(batches / (time.perf_counter() - t))
-    return rates
+def measure(make_iter, finish, batches: int) -> float:
+    """Batches per second from a fresh iterator; its first batch (worker start-up, first reads) is
+    not timed."""
+    it = make_iter()
+    finish(next(it))
+    t = time.perf_counter()
+    for _ in range(batches):
+        finish(next(it))
+    rate = batches / (time.perf_counter() - t)
+    del it  # stops its workers
+    return rate
+
+
+def profile_per_caption(root: str, groups: list[list[bytes]], m: int, geometric, path: str | None) -> dict:
+    """CPU ms per caption of the workers' job, in one process and one thread: the shard reader
+    (read, choose m, seed, decode, crop) against decode + crop of bytes in memory. Median of 3 runs each; with
+    ``path``, a cProfile of one run of each (top functions by own time)."""
+    n = min(200, len(groups))  # enough for a stable figure
+
+    def shards():
+        return sum(1 for _ in itertools.islice(ShardCaptionDataset(root, m, geometric, seed=0, shuffle=False), n))
+
+    def in_memory():
+        ds = InMemory(groups, m, geometric)
+        return sum(1 for i in range(n) if ds[i] is not None)
+
+    out, text = {}, []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (and extra threads only add spinning)
+    for name, fn in (("shards", shards), ("in_memory", in_memory)):
+        runs = []
+        for _ in range(3):
+            t = time.process_time()
+            n = fn()
+            runs.append((time.process_time() - t) / n * 1e3)
+        out[f"{name}_cpu_ms_per_caption"] = statistics.median(runs)
+        if path:
+            prof = cProfile.Profile()
+            prof.enable()
+            fn()
+            prof.disable()
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
+            text.append(f"== {name}: {out[f'{name}_cpu_ms_per_caption']:.2f} CPU ms per caption\n{buf.getvalue()}")
+    torch.set_num_threads(threads)
+    out["shards_vs_in_memory_one_process"] = out["in_memory_cpu_ms_per_caption"] / out["shards_cpu_ms_per_caption"]
+    if path:
+        Path(path).write_text("\n".join(text))
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", type=int, default=200)
+    p.add_argument("--captions", type=int, default=400)
     p.add_argument("--m", type=int, default=6)
     p.add_argument("--batch", type=int, default=16, help="captions per batch")
     p.add_argument("--size", type=int, default=256, help="stored image size")
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--texture", type=float, default=12.0, help="noise std making images photo-like")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--workers", default="2", help="loader workers; a list (2,6) measures each")
+    p.add_argument("--batches", type=int, default=10, help="timed batches per repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu", help="where batches are finished (the training device)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--profile", default=None, help="write the per-caption cProfile here")
+    p.add_argument("--out-dir", default=None, help="default: benchmarks/results")
     args = p.parse_args()
     device = torch.device(args.device)
+    workers = [int(w) for w in str(args.workers).split(",")]
+    result = ResultFile("loader", device, {**vars(args), "finished_on": str(device)}, args.out_dir)
+    cfg = AugmentConfig()
+    geometric, photometric = build_geometric(cfg, args.crop), BatchPhotometric(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        root, csv_path, groups, sizes = prepare(Path(tmp), args.captions, args.m, args.size, args.texture)
+        result.update(**sizes)
+        result.update(per_caption=profile_per_caption(root, groups, args.m, geometric, args.profile))
+        runs: dict[int, dict] = {}
+        for w in workers:
+            runs[w] = measure_all(args, w, device, root, csv_path, groups, geometric, photometric)
+            first = runs[workers[0]]
+            result.update(runs=runs, images_per_s=first["shards"]["images_per_s"], ratio=first["ratio"],
+                          ratio_to_memory=first["ratio_to_memory"])
+    path = result.finish()
+    report(result.data, path)
 
+
+def measure_all(args, workers: int, device, root, csv_path, groups, geometric, photometric) -> dict:
+    """The three loaders with ``workers`` DataLoader workers each."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    cfg = AugmentConfig()
-    geometric, photometric = build_geometric(cfg, args.crop), BatchPhotometric(cfg)
     step = [0]
 
     def finish_ours(batch):  # what the training step does on its device
@@ -181,35 +263,47 @@ def main() -> None:
         return make
 
     def loader(ds):
-        return DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers,
+        return DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=workers,
                           collate_fn=collate_captions, drop_last=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root, csv_path, groups, sizes = prepare(Path(tmp), args.captions, args.m, args.size, args.texture)
-        shards = ShardBatches(ShardCaptionDataset(root, args.m, geometric, seed=0), args.batch, args.workers)
-        runs = {
-            "shards": (lambda: shards.iter_from(0), finish_ours),
-            "png_folder": (forever(lambda: loader(PngFolder(csv_path, args.m, paper_transform(args.crop)))), finish_paper),
-            "in_memory": (forever(lambda: loader(InMemory(groups, args.m, geometric))), finish_ours),
-        }
-        results: dict = {"settings": vars(args), **sizes,
-                         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-        for name, (make, finish) in runs.items():
-            rates = measure(make, finish, args.batches, args.repeats)
-            med = statistics.median(rates)
-            results[name] = {"batches_per_s": med, "images_per_s": med * args.batch * args.m, "repeats": rates}
-    results["shards_vs_png_folder"] = results["shards"]["batches_per_s"] / results["png_folder"]["batches_per_s"]
-    results["shards_vs_in_memory"] = results["shards"]["batches_per_s"] / results["in_memory"]["batches_per_s"]
-    print(f"{args.batch} captions x m={args.m} at {args.crop} px from {args.size} px images "
-          f"(JPEG {sizes['jpeg_kb_per_image']:.0f} KB, PNG {sizes['png_kb_per_image']:.0f} KB each), "
-          f"{args.workers} workers, finished on {device}, median of {args.repeats} x {args.batches} batches")
-    for name in runs:
-        r = results[name]
-        print(f"  {name:11s} {r['batches_per_s']:7.2f} batches/s  {r['images_per_s']:8.1f} images/s")
-    print(f"  shards / png_folder: {results['shards_vs_png_folder']:.2f}x   "
-          f"shards / in_memory: {results['shards_vs_in_memory']:.2f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    shards = ShardBatches(ShardCaptionDataset(root, args.m, geometric, seed=0), args.batch, workers)
+    runs = {
+        "shards": (lambda: shards.iter_from(0), finish_ours),
+        "png_folder": (forever(lambda: loader(PngFolder(csv_path, args.m, paper_transform(args.crop)))), finish_paper),
+        "in_memory": (forever(lambda: loader(InMemory(groups, args.m, geometric))), finish_ours),
+    }
+    per_epoch = min(shards.batches_per_slot(0) * max(1, workers), args.captions // args.batch)
+    if args.batches + 1 > per_epoch:  # a timed window must not cross an epoch (new workers)
+        raise SystemExit(f"error: --captions {args.captions} gives {per_epoch} batches per epoch with {workers} "
+                         f"workers; a window needs --batches + 1 = {args.batches + 1}: raise --captions")
+    out: dict = {"batches_per_epoch": per_epoch}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(args.repeats):  # the loaders take turns, in rotating order
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(measure(*runs[name], args.batches))
+    for name in names:
+        med = statistics.median(rates[name])
+        out[name] = {"batches_per_s": med, "images_per_s": med * args.batch * args.m, "repeats": rates[name]}
+    out["ratio"] = out["shards"]["batches_per_s"] / out["png_folder"]["batches_per_s"]
+    out["ratio_to_memory"] = out["shards"]["batches_per_s"] / out["in_memory"]["batches_per_s"]
+    return out
+
+
+def report(data: dict, path: Path) -> None:
+    s = data["settings"]
+    pc = data["per_caption"]
+    print(f"{s['batch']} captions x m={s['m']} at {s['crop']} px from {s['size']} px images "
+          f"(JPEG {data['jpeg_kb_per_image']:.0f} KB, PNG {data['png_kb_per_image']:.0f} KB each), finished on "
+          f"{s['finished_on']}, median of {s['repeats']} x {s['batches']} batches")
+    print(f"  one process, CPU ms per caption: shards {pc['shards_cpu_ms_per_caption']:.2f}, "
+          f"in memory {pc['in_memory_cpu_ms_per_caption']:.2f} ({pc['shards_vs_in_memory_one_process']:.2f}x)")
+    for w, run in data["runs"].items():
+        for name in ("shards", "png_folder", "in_memory"):
+            r = run[name]
+            print(f"  {w} workers  {name:11s} {r['batches_per_s']:7.2f} batches/s  {r['images_per_s']:8.1f} images/s")
+        print(f"  {w} workers  shards / png_folder: {run['ratio']:.2f}x   shards / in_memory: {run['ratio_to_memory']:.2f}x")
+    print(f"  -> {path}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ around each task call. The subprocess executor's extra cost (a child interpreter
 timeout that really kills) is reported separately. Runs against a temporary Prefect server.
 
     python benchmarks/prefect_overhead.py [--shards 3] [--captions-per-shard 100] [--images-per-caption 10]
+
+Results: benchmarks/results/prefect_overhead-cpu.json (``ratio``: shards per second through the
+Prefect task / through the direct call; ``overhead_share``: Prefect's seconds / the shard's work).
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import ResultFile  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -28,7 +38,9 @@ def main() -> None:
     parser.add_argument("--images-per-caption", type=int, default=10, help="SynthesisConfig default: 10")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--subprocess", action="store_true", help="also time the subprocess executor")
+    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
     args = parser.parse_args()
+    result = ResultFile("prefect_overhead", torch.device("cpu"), vars(args), args.out_dir)
 
     from prefect import flow
 
@@ -84,6 +96,12 @@ def main() -> None:
         print(f"{name:28s} {seconds:9.2f} {overhead:11.3f} {100 * overhead / base:13.2f}%")
     print(f"ratio task/direct: {wall / base:.4f}   Prefect overhead per shard task: "
           f"{wall - inner:.3f} s = {100 * (wall - inner) / inner:.2f}% of the shard's work (goal < 2%)")
+    path = result.finish(
+        arms={name: {"s_per_shard": seconds, "overhead_s": overhead} for name, seconds, overhead in rows},
+        ratio=base / wall, images_per_s=images / wall, overhead_s=wall - inner,
+        overhead_share=(wall - inner) / inner, shard_work_s=inner,
+        subprocess_extra_s=(rows[2][2] if args.subprocess else None))
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

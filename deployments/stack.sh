@@ -8,6 +8,10 @@
 #   STACK_HEARTBEAT_S (30): flow-run heartbeat period; STACK_ZOMBIE_AFTER_S (120): a run without a
 #   heartbeat this long is marked Crashed (deployments/automations.py), and its batch runs again;
 #   STACK_PENDING_AFTER_S (300): the same for a run a worker took that never started.
+#   PREFECT_DB=postgres   the server on PostgreSQL (deployments/postgres.sh) instead of SQLite
+#   STACK_DOCKER=1        also the docker-cpu and docker-gpu pools (deployments/docker_pools.py)
+#                         and a Docker worker for each (DOCKER_HOST picks the engine); then
+#                         STACK_DOCKER_GPUS (all, none or a count) and DOCKER_WORKER_LIMIT (4)
 # The server requires basic auth: PREFECT_API_AUTH_STRING (user:password) from the environment, or
 # one generated on first `up` into STACK_DIR/auth.env (mode 600; `source` it to use the CLI).
 # Credentials travel in the environment only, never on a command line.
@@ -25,6 +29,13 @@ export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${STACK_HEARTBEAT_S:-30}
 GPU_WORKERS=${STACK_GPU_WORKERS:-1}
 ZOMBIE_AFTER=${STACK_ZOMBIE_AFTER_S:-120}
 PENDING_AFTER=${STACK_PENDING_AFTER_S:-300}
+PREFECT_DB=${PREFECT_DB:-sqlite}
+STACK_DOCKER=${STACK_DOCKER:-0}
+case $PREFECT_DB in
+  sqlite) ;;
+  postgres) source deployments/postgres.sh ;;
+  *) echo "PREFECT_DB must be sqlite or postgres, not '$PREFECT_DB'"; exit 2 ;;
+esac
 
 credentials() {  # the basic-auth string: the user's, or one made once into DIR/auth.env (mode 600)
   mkdir -p "$DIR"
@@ -82,10 +93,17 @@ workers() {  # one process worker on the cpu pool, STACK_GPU_WORKERS on the gpu 
     name=worker-gpu$([[ $i == 1 ]] || echo "-$i")
     start "$name" "$BIN/prefect" worker start --pool gpu --type process --limit 1 --name "$name"
   done
+  if [[ $STACK_DOCKER == 1 ]]; then
+    for pool in docker-cpu docker-gpu; do
+      start "worker-$pool" "$BIN/prefect" worker start --pool "$pool" --type docker --limit "${DOCKER_WORKER_LIMIT:-4}" \
+        --name "worker-$pool"
+    done
+  fi
 }
 
 up() {
   credentials
+  [[ $PREFECT_DB == postgres ]] && db_up
   start server "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
   for _ in $(seq 120); do
     curl -sf "http://127.0.0.1:$PORT/api/health" > /dev/null && break
@@ -96,7 +114,14 @@ up() {
   for pool in cpu gpu; do
     "$BIN/prefect" work-pool inspect "$pool" > /dev/null 2>&1 || "$BIN/prefect" work-pool create "$pool" --type process > /dev/null
   done
-  "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
+  [[ $STACK_DOCKER == 1 ]] && docker_pools
+  # the deployments of the pools this stack serves (docker-* only with STACK_DOCKER=1)
+  local names
+  names=$("$BIN/python" -c 'import sys, yaml
+for d in yaml.safe_load(open("deployments/prefect.yaml"))["deployments"]:
+    if sys.argv[1] == "1" or not d["work_pool"]["name"].startswith("docker-"): print("-n", d["name"])' "$STACK_DOCKER")
+  # shellcheck disable=SC2086 # one word per name
+  "$BIN/prefect" --no-prompt deploy $names --prefect-file deployments/prefect.yaml > "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
   "$BIN/python" deployments/automations.py --within "$ZOMBIE_AFTER" --pending-within "$PENDING_AFTER" >> "$DIR/deploy.log" 2>&1 \
     || { tail -30 "$DIR/deploy.log"; exit 1; }
@@ -108,12 +133,18 @@ up() {
   echo "deployments registered; try: prefect deployment run 'stablerep-pipeline/offline-demo' --watch"
 }
 
+docker_pools() {  # the Docker pools, their S3 environment (credentials as Secret blocks) and GPU request
+  "$BIN/python" deployments/docker_pools.py --gpus "${STACK_DOCKER_GPUS:-all}" || exit 1
+}
+
 down() {
   local pid names=()
   for pid in "$DIR"/worker-*.pid; do [[ -e $pid ]] && names+=("$(basename "$pid" .pid)"); done
   # workers first: a worker without its server ignores signals for a while
   if [[ ${#names[@]} -gt 0 ]]; then stop "${names[@]}"; fi
   stop server
+  [[ $PREFECT_DB == postgres ]] && db_down
+  return 0
 }
 
 case "${1:-}" in

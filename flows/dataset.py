@@ -11,18 +11,17 @@ an unchanged request commits nothing.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows.child_runs import start_child_run, wait_for_runs
 from stablerep.config import SynthesisConfig
 from stablerep.shards.lease import writer_lease
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
-from tasks.retry import with_api_retries
 from tasks.synthesis import plan_shards, publish_dataset, synthesize_shards, write_manifest
 
 
@@ -89,18 +88,6 @@ def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: di
     return failed, 0
 
 
-def _submit_batch(request: DatasetRequest, parent: str, batch: list[int], attempt: int) -> Any:
-    """A flow run of the shard deployment for ``batch`` (its ``attempt``-th); the idempotency key
-    makes a repeated call after a lost response return the same run."""
-    from prefect.deployments import run_deployment
-
-    return with_api_retries(f"submitting shards {batch}", lambda: run_deployment(
-        request.shard_deployment, timeout=0, as_subflow=True,
-        idempotency_key=f"{parent}-{batch[0]}-{batch[-1]}-{attempt}",
-        parameters={"root": request.root, "synthesis": request.synthesis.model_dump(mode="json"),
-                    "shards": batch, "batch_timeout_s": request.batch_timeout_s}))
-
-
 def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
                         progress: ShardProgress) -> tuple[list[str], int]:
     """One flow run of the shard deployment per batch; wait for all, counting commits as they land.
@@ -109,37 +96,38 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
     stack's missing-heartbeat automation) or Failed (its task's retries spent, or the engine lost
     the API) runs again, up to ``batch_attempts`` runs in all: the new run skips the shards the
     earlier ones committed. A cancelled batch is not run again. API calls survive a busy server
-    (with_api_retries). Returns (failures, batches run again)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.context import get_run_context
-
+    (child_runs retries them). Returns (failures, batches run again)."""
     logger = get_run_logger()
-    parent = str(get_run_context().flow_run.id)
-    runs = {_submit_batch(request, parent, batch, 1).id: (batch, 1) for batch in batches}
-    failed, reruns = [], 0
-    with get_client(sync_client=True) as client:
-        while runs:
-            time.sleep(2)
-            # one request per poll (the API returns at most 200 runs: the rest wait their turn)
-            ids = list(runs)[:200]
-            pending = with_api_retries("reading the batches' flow runs", lambda ids=ids: client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)))
-            for run in pending:
-                state = run.state
-                if state is None or not state.is_final():
-                    continue
-                batch, attempt = runs.pop(run.id)
-                if state.is_completed():
-                    progress.add(sum(images[i] for i in batch))
-                elif (state.is_crashed() or state.is_failed()) and attempt < request.batch_attempts:
-                    logger.warning("shards %s: flow run %s %s (%s); running the batch again (run %d of %d)",
-                                   batch, run.id, state.name, (state.message or "no message")[:300], attempt + 1,
-                                   request.batch_attempts)
-                    runs[_submit_batch(request, parent, batch, attempt + 1).id] = (batch, attempt + 1)
-                    reruns += 1
-                else:
-                    failed.append(f"shards {batch}: flow run {run.id} {state.name} after {attempt} run(s)")
+
+    def submit(batch: list[int], attempt: int):
+        # the key holds the attempt: a repeated call after a lost response returns the same run
+        return start_child_run(request.shard_deployment, key=f"{batch[0]}-{batch[-1]}-{attempt}", parameters={
+            "root": request.root, "synthesis": request.synthesis.model_dump(mode="json"), "shards": batch,
+            "batch_timeout_s": request.batch_timeout_s})
+
+    runs = {submit(batch, 1): (batch, 1) for batch in batches}
+    failed: list[str] = []
+    reruns = 0
+
+    def on_final(run):
+        nonlocal reruns
+        state = run.state
+        batch, attempt = runs.pop(run.id)
+        if state.is_completed():
+            progress.add(sum(images[i] for i in batch))
+            return None
+        if (state.is_crashed() or state.is_failed()) and attempt < request.batch_attempts:
+            logger.warning("shards %s: flow run %s %s (%s); running the batch again (run %d of %d)",
+                           batch, run.id, state.name, (state.message or "no message")[:300], attempt + 1,
+                           request.batch_attempts)
+            again = submit(batch, attempt + 1)
+            runs[again] = (batch, attempt + 1)
+            reruns += 1
+            return [again]
+        failed.append(f"shards {batch}: flow run {run.id} {state.name} after {attempt} run(s)")
+        return None
+
+    wait_for_runs(list(runs), on_final)
     return failed, reruns
 
 

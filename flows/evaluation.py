@@ -1,24 +1,29 @@
-"""Evaluate trained encoders side by side on the procedural probe set."""
+"""Evaluate encoders on labelled datasets: the `evaluate-encoders` deployment."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from tasks.evaluation import evaluate_encoders
+from stablerep.evaluation.suite import EvalSuite, load_suite
+from tasks.evaluation import evaluate_suite
 
 
-class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    runs: dict[str, str] = Field(description="name -> training run directory")
+class EvaluateRequest(EvalSuite):
+    """A suite (datasets, encoders, protocols) inline or from a suite file, and where to report."""
+
     out: str = Field(description="directory for summary.json, results.md, results.png")
-    labels: list[Literal["shape", "colour"]] = Field(default_factory=lambda: ["shape", "colour"])
-    per_class: int = Field(40, ge=2)
+    suite_file: str | None = Field(None, description="a suite YAML on the worker; inline fields add to it")
 
 
 @flow(name="evaluate-encoders", log_prints=True)
 def evaluate_encoders_flow(request: EvaluateRequest) -> dict[str, Any]:
-    """Linear probe, kNN and few-shot of every run plus the untrained architecture."""
-    return evaluate_encoders(request.runs, request.out, list(request.labels), request.per_class)
+    """Linear probe, kNN, few-shot and zero-shot of every encoder on every dataset."""
+    inline = request.model_dump(exclude={"out", "suite_file"}, exclude_unset=True)
+    base = load_suite(request.suite_file).model_dump() if request.suite_file else {}
+    merged = {**base, **{k: v for k, v in inline.items() if k not in ("datasets", "encoders")}}
+    merged["datasets"] = {**base.get("datasets", {}), **inline.get("datasets", {})}
+    merged["encoders"] = {**base.get("encoders", {}), **inline.get("encoders", {})}
+    return evaluate_suite(EvalSuite.model_validate(merged), request.out)

@@ -12,7 +12,9 @@ import typer
 from stablerep.cli_common import friendly_errors
 from stablerep.cli_data import captions_app, dataset_app
 from stablerep.cli_demo import compare, demo
-from stablerep.cli_synthesis import captions_procedural, evaluate, synthesize
+from stablerep.cli_evaluate import evaluate
+from stablerep.cli_generator import generator_app
+from stablerep.cli_synthesis import captions_procedural, synthesize
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="StableRep: synthetic images from captions -> multi-positive contrastive encoders.")
@@ -20,6 +22,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration prese
 app.add_typer(config_app, name="config")
 app.add_typer(captions_app, name="captions")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(generator_app, name="generator")
 app.command("synthesize")(synthesize)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
@@ -60,7 +63,6 @@ def train(
     """Train an encoder. Under ``torchrun -m stablerep train ...`` every rank trains its share."""
     import os
 
-    from stablerep import distributed as dist_utils
     from stablerep.config import load_config
     from stablerep.training import train as run_training
 
@@ -81,9 +83,15 @@ def train(
         pin = resolve_device(run.train.device).type == "cuda"
         source = build_shard_batches(data, run, rank, world, pin_memory=pin)
     result = run_training(run, source, out, resume=resume)
-    if dist_utils.is_main_process():
+    # One summary line per node (its local rank 0), so every node's launcher gets one. Only rank 0
+    # saves checkpoints; the others read the pointer it wrote before the last barrier. (The process
+    # group is gone by now, so ranks come from torchrun's environment.)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        from stablerep.training.checkpoint import latest_checkpoint
+
+        checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(out)
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
-                               "final_loss": result.final_loss, "checkpoint": result.checkpoint}))
+                               "final_loss": result.final_loss, "checkpoint": checkpoint}))
 
 
 def main() -> None:

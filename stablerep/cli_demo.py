@@ -22,18 +22,20 @@ def demo(
 
     summary = run_demo(out, DemoConfig.model_validate(parse_set_options(set_)))
     typer.echo(markdown_table(summary), err=True)
-    typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "knn", "report", "timings_s")}))
+    typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "knn", "ci95", "report", "timings_s")}))
 
 
 @friendly_errors
 def compare(
-    run: Annotated[list[str], typer.Option(help="NAME=RUN_DIR or RUN_DIR (repeatable)")],
+    run: Annotated[list[str], typer.Option(help="NAME=RUN_DIR[,RUN_DIR...] (one directory per seed; repeatable)")],
     out: Annotated[str, typer.Option(help="directory for summary.json, results.md, results.png")],
     label: Annotated[list[str] | None, typer.Option(help="probe label(s): shape, colour")] = None,
     per_class: Annotated[int, typer.Option(help="probe-set training images per class")] = 40,
-    random_init: Annotated[bool, typer.Option(help="also score the untrained architecture")] = True,
+    test_per_class: Annotated[int | None, typer.Option(help="probe-set test images per class")] = None,
+    random_init: Annotated[bool, typer.Option(help="also score each seed's untrained architecture")] = True,
 ) -> None:
-    """Score trained encoders side by side on the procedural probe set and write the report."""
+    """Score training runs of several methods (several seeds each) on the procedural probe set:
+    means, 95% intervals, and which differences the intervals support."""
     from stablerep.evaluation.compare import (
         PROBE_LABELS,
         compare_runs,
@@ -41,15 +43,17 @@ def compare(
         write_report,
     )
 
-    runs = {}
+    runs: dict[str, dict[int, str]] = {}
     for item in run:
-        name, sep, path = item.partition("=")
-        name, path = (name, path) if sep else (item.rstrip("/").rsplit("/", 1)[-1], item)
+        name, sep, paths = item.partition("=")
+        if not sep:
+            name, paths = item.rstrip("/").rsplit("/", 1)[-1], item
         if name in runs:
             raise UserError(f"two runs named {name!r}: name them with NAME=RUN_DIR")
-        runs[name] = path
-    summary = compare_runs(runs, labels=tuple(label or PROBE_LABELS), per_class=per_class, random_init=random_init)
+        runs[name] = {i: p for i, p in enumerate(p for p in paths.split(",") if p)}
+    summary = compare_runs(runs, labels=tuple(label or PROBE_LABELS), per_class=per_class,
+                           test_per_class=test_per_class, random_init=random_init)
     summary["runs"] = runs
     summary["report"] = write_report(out, summary)
     typer.echo(markdown_table(summary), err=True)
-    typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "knn", "report")}))
+    typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "knn", "ci95", "report")}))

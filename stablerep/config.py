@@ -13,7 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Method = Literal["stablerep", "stablerep_plus", "simclr", "clip"]
+from stablerep.methods import get_method
+
+Method = Literal["stablerep", "stablerep_plus", "simclr", "clip", "supervised"]
+Attribute = Literal["shape", "colour"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -58,6 +61,8 @@ class LossConfig(_Strict):
     text_weight: float = Field(0.5, ge=0, description="StableRep+: weight of (L_i2t + L_t2i)")
     init_logit_scale: float = Field(math.log(1 / 0.07))
     max_logit_scale: float = Field(math.log(100), gt=0)
+    targets: list[Attribute] = Field(default_factory=lambda: ["shape", "colour"],
+                                     description="supervised: the caption attributes to classify")
 
 
 class AugmentConfig(_Strict):
@@ -130,13 +135,15 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        needs_text = self.loss.method in ("stablerep_plus", "clip")
-        if needs_text and self.model.text is None:
+        spec = get_method(self.loss.method)
+        if spec.text and self.model.text is None:
             raise ValueError(f"loss.method={self.loss.method!r} needs a text tower: set model.text")
-        if self.loss.method == "simclr" and self.data.images_per_caption != 2:
-            raise ValueError("loss.method='simclr' takes two views per image: set data.images_per_caption=2")
-        if self.loss.method == "clip" and self.data.images_per_caption != 1:
-            raise ValueError("loss.method='clip' takes one image per caption: set data.images_per_caption=1")
+        if spec.views is not None and self.data.images_per_caption != spec.views:
+            what = {1: "one image per caption", 2: "two views per image"}.get(spec.views, f"{spec.views} views")
+            raise ValueError(f"loss.method={self.loss.method!r} takes {what}: set "
+                             f"data.images_per_caption={spec.views}")
+        if spec.targets and not self.loss.targets:
+            raise ValueError(f"loss.method={self.loss.method!r} needs loss.targets (attributes to classify)")
         if self.optim.warmup_steps >= self.train.steps and self.train.steps > 1:
             raise ValueError(
                 f"optim.warmup_steps ({self.optim.warmup_steps}) must be below train.steps ({self.train.steps})"
@@ -217,8 +224,20 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    tree = _merge(tree, parse_overrides(overrides or []))
+    tree = _merge(_resolve_base(tree, path, ()), parse_overrides(overrides or []))
     return RunConfig.model_validate(tree)
+
+
+def _resolve_base(tree: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A preset may start from another (``base: vit_b16_paper``) and change only what differs."""
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    base_path = preset_path(base)
+    if base_path in (*seen, path):
+        raise ValueError(f"{path}: preset base cycle through {base_path}")
+    parent = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    return _merge(_resolve_base(parent, base_path, (*seen, path)), tree)
 
 
 Backend = Literal["diffusers", "tiny", "procedural"]
@@ -227,7 +246,8 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 class SynthesisConfig(_Strict):
     """A synthetic-dataset request. Fields that change the images (or the shard plan) enter the
-    dataset's config hash; batch size, device and progress do not (they never change an image)."""
+    dataset's config hash; batch size, device, compile and fuse_qkv do not (they never change an
+    image beyond the rounding noise of the device's arithmetic)."""
 
     backend: Backend = "procedural"
     model: str = Field(SD15, description="diffusers model id or local path (backend=diffusers)")
@@ -249,6 +269,10 @@ class SynthesisConfig(_Strict):
     quality: int = Field(95, ge=1, le=100)
     batch_size: int = Field(8, ge=1, description="images per backend call")
     device: str = "auto"
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the UNet and VAE decoder (static batch); auto: on CUDA only")
+    fuse_qkv: bool | Literal["auto"] = Field(
+        "auto", description="fused attention QKV projections; auto: on CUDA only")
 
     @model_validator(mode="after")
     def _sizes(self) -> SynthesisConfig:
@@ -258,7 +282,7 @@ class SynthesisConfig(_Strict):
 
     def hashed(self) -> dict[str, Any]:
         """The fields that define the dataset (for its config hash and manifest)."""
-        out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download"})
+        out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download", "compile", "fuse_qkv"})
         if self.backend == "procedural":
             for key in ("model", "revision", "steps", "guidance", "scheduler", "eta", "negative_prompt",
                         "dtype", "safety_checker"):

@@ -1,13 +1,16 @@
-"""The offline end-to-end demo: does StableRep learn, against SimCLR, CLIP and random init?
+"""The offline end-to-end demo: a fair comparison of StableRep with SimCLR and CLIP, in miniature.
 
 procedural captions -> procedural synthesis (K images per caption) -> Parquet shards, and the
-"real" analogue (one render per caption from a separate seed stream) -> train StableRep on the
-synthetic shards, SimCLR and CLIP on the real ones (same captions, same tiny ViT, same steps and
-captions per batch) -> linear probe, kNN and few-shot on the procedural probe set ->
+"real" analogue (one render per caption from a separate seed stream) -> for each training seed:
+StableRep on the synthetic shards, SimCLR and CLIP on the real ones, and the supervised ceiling
+(the same architecture trained on the synthetic images' caption attributes) -> linear probe, kNN
+and few-shot on the procedural probe set against the untrained architecture ->
 OUT/summary.json, OUT/results.md, OUT/results.png.
 
-Each stage is a function of URLs so that the Prefect tasks can run them one by one; every stage
-skips work already committed (shards, checkpoints), so a rerun resumes.
+Every method gets one budget (:mod:`stablerep.budget`): the same images encoded per step (views
+included), the same steps, the same augmentation. Each stage is a function of URLs, so the Prefect
+pipeline runs the same stages as tasks; every stage skips work already committed (shards,
+checkpoints), so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -19,53 +22,91 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from stablerep import storage
-from stablerep.config import RunConfig, SynthesisConfig, load_config
+from stablerep.budget import Budget, budget_of, captions_per_step, matched_run
+from stablerep.captions.sample import sample_captions, write_captions
+from stablerep.config import AugmentConfig, RunConfig, SynthesisConfig, load_config
+from stablerep.data.shards import build_shard_batches
+from stablerep.evaluation.compare import compare_runs, write_report
+from stablerep.methods import get_method
+from stablerep.shards.layout import captions_url
+from stablerep.synthesis import build_dataset, create_backend
+from stablerep.training import train
+from stablerep.world import procedural_captions
 
 DemoMethod = Literal["stablerep", "stablerep_plus", "simclr", "clip"]
-# Which images each method trains on: synthetic (K per caption) or the "real" renders (1 per caption).
-TRAINS_ON = {"stablerep": "synthetic", "stablerep_plus": "synthetic", "simclr": "real", "clip": "real"}
+CEILING = "supervised"
+
+
+def _demo_augment() -> AugmentConfig:
+    """The paper's augmentations with a gentler crop and blur for 32 px images (tiny_cpu's)."""
+    return AugmentConfig(crop_scale=(0.35, 1.0), blur_sigma=(0.1, 1.0))
 
 
 class DemoConfig(BaseModel):
-    """The demo's settings; the defaults are the embedded offline run (about 7 minutes on 2 cores)."""
+    """The demo's settings; the defaults are the embedded offline run (under 10 minutes on 2 cores)."""
 
     model_config = ConfigDict(extra="forbid")
 
     captions: int = Field(512, ge=8, le=20_000, description="procedural captions to sample")
-    images_per_caption: int = Field(4, ge=2, le=32, description="synthetic images per caption (K)")
-    image_size: int = Field(64, ge=16, le=256, description="stored and trained image size (px)")
-    steps: int = Field(1000, ge=1, description="training steps of every method")
-    captions_per_batch: int = Field(16, ge=2)
+    images_per_caption: int = Field(4, ge=2, le=32, description="synthetic images per caption (K = StableRep's m)")
+    image_size: int = Field(32, ge=16, le=256, description="stored and trained image size (px)")
+    backbone: str = Field("resnet_tiny_cpu", description="every method's backbone (a timm name or alias)")
+    steps: int = Field(400, ge=1, description="training steps of every method")
+    images_per_step: int = Field(64, ge=2, description="images encoded per step by every method (views included)")
+    budget: Literal["images", "captions"] = Field(
+        "images", description="images: equal images per step (fair compute); captions: equal captions per "
+                              "step (images_per_step / K each), as the paper frames it")
     methods: list[DemoMethod] = Field(default_factory=lambda: ["stablerep", "simclr", "clip"])
+    ceiling: bool = Field(True, description="also train the supervised ceiling")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="training seeds of every method")
+    augment: AugmentConfig = Field(default_factory=_demo_augment, description="every method's augmentation")
     probe_labels: list[Literal["shape", "colour"]] = Field(default_factory=lambda: ["shape", "colour"])
-    probe_per_class: int = Field(40, ge=8, description="probe-set training images per class")
+    probe_per_class: int = Field(100, ge=8, description="probe-set training images per class")
+    probe_test_per_class: int = Field(150, ge=6, description="probe-set test images per class (5-shot episodes "
+                                      "need the shots and at least one query)")
     captions_per_shard: int = Field(128, ge=1)
-    seed: int = Field(0, description="caption sample, synthesis and training seed")
+    seed: int = Field(0, description="caption sample and synthesis seed")
     real_seed: int = Field(7919, description="seed stream of the 'real' renders")
 
     @model_validator(mode="after")
     def _check(self) -> DemoConfig:
         if not self.methods:
             raise ValueError("methods: give at least one of stablerep, stablerep_plus, simclr, clip")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: give distinct training seeds, got {self.seeds}")
         if self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (the ViT patch), got {self.image_size}")
-        if self.captions_per_batch > self.captions:
-            raise ValueError(f"captions_per_batch ({self.captions_per_batch}) exceeds captions ({self.captions})")
+            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
         if self.seed == self.real_seed:
             raise ValueError("seed and real_seed must differ: the real renders need their own seed stream")
+        budget = demo_budget(self)
+        for method in self.training_methods():
+            captions = captions_per_step(budget, method, self.images_per_caption)  # checks divisibility
+            if captions > self.captions:
+                raise ValueError(f"{method} needs {captions} captions per step; the demo has {self.captions}")
         return self
+
+    def training_methods(self) -> list[str]:
+        return list(self.methods) + ([CEILING] if self.ceiling else [])
+
+
+def demo_budget(cfg: DemoConfig) -> Budget:
+    """The one budget every method of the demo gets."""
+    if cfg.budget == "captions":
+        return Budget(match="captions", captions_per_step=max(1, cfg.images_per_step // cfg.images_per_caption),
+                      steps=cfg.steps, augment=cfg.augment)
+    return Budget(match="images", images_per_step=cfg.images_per_step, steps=cfg.steps, augment=cfg.augment)
 
 
 def dataset_root(out: str, kind: str) -> str:
     return storage.join(out, kind)
 
 
+def run_dir(out: str, method: str, seed: int) -> str:
+    return storage.join(out, "runs", method, f"seed-{seed}")
+
+
 def make_captions(out: str, cfg: DemoConfig) -> str:
     """Write OUT/captions.txt (the grammar's captions) and sample them into OUT/synthetic."""
-    from stablerep.captions.sample import sample_captions, write_captions
-    from stablerep.shards.layout import captions_url
-    from stablerep.synthesis.procedural import procedural_captions
-
     root = dataset_root(out, "synthetic")
     if storage.exists(captions_url(root)):
         return root
@@ -76,51 +117,54 @@ def make_captions(out: str, cfg: DemoConfig) -> str:
 
 
 def synthesis_config(cfg: DemoConfig, kind: str) -> SynthesisConfig:
-    """K renders per caption (synthetic) or one from the separate seed stream (real)."""
+    """K renders per caption (synthetic) or one from the separate seed stream (real), rendered at
+    twice the stored size and downscaled (antialiased), as a diffusion model's output would be."""
     real = kind == "real"
     return SynthesisConfig(backend="procedural", images_per_caption=1 if real else cfg.images_per_caption,
                            seed=cfg.real_seed if real else cfg.seed, captions_per_shard=cfg.captions_per_shard,
                            resolution=2 * cfg.image_size, image_size=cfg.image_size, image_format="png")
 
 
-def run_config(cfg: DemoConfig, method: str) -> RunConfig:
-    """The tiny-ViT run of ``method`` at the demo's size, steps and batch."""
-    preset = "tiny_cpu_plus" if method in ("stablerep_plus", "clip") else "tiny_cpu"
-    views = {"simclr": 2, "clip": 1}.get(method, cfg.images_per_caption)
-    return load_config(preset, [f"loss.method={method}", f"data.images_per_caption={views}",
-                                f"model.img_size={cfg.image_size}", f"data.image_size={cfg.image_size}",
-                                f"data.captions_per_batch={cfg.captions_per_batch}", f"train.steps={cfg.steps}",
-                                f"train.log_every={max(1, cfg.steps // 20)}", f"train.seed={cfg.seed}",
-                                "train.device=cpu"])
+def trains_on(method: str) -> str:
+    """``synthetic`` (K images per caption) or ``real`` (the one real render per caption)."""
+    return get_method(method).trains_on
 
 
-def train_method(out: str, cfg: DemoConfig, method: str, progress: bool = True) -> str:
-    """Train ``method`` on its images; returns the run directory (resumes a partial run)."""
-    from stablerep.data.shards import build_shard_batches
-    from stablerep.training import train
+def run_config(cfg: DemoConfig, method: str, seed: int) -> RunConfig:
+    """The run of ``method`` at the demo's backbone and size, under the demo's budget, from ``seed``."""
+    preset = "tiny_cpu_plus" if get_method(method).text else "tiny_cpu"
+    base = load_config(preset, [f"model.img_size={cfg.image_size}", f"data.image_size={cfg.image_size}",
+                                f"model.backbone={cfg.backbone}",
+                                f"train.log_every={max(1, cfg.steps // 20)}", f"train.seed={seed}",
+                                "train.device=cpu", f"train.steps={cfg.steps}"])
+    return matched_run(base, method, demo_budget(cfg), cfg.images_per_caption)
 
-    run = run_config(cfg, method)
-    run_dir = storage.join(out, "runs", method)
-    train(run, build_shard_batches(dataset_root(out, TRAINS_ON[method]), run), run_dir, progress=progress)
-    return run_dir
+
+def train_method(out: str, cfg: DemoConfig, method: str, seed: int, progress: bool = True) -> str:
+    """Train ``method`` from ``seed`` on its images; returns the run directory (resumes a partial run)."""
+    run = run_config(cfg, method, seed)
+    directory = run_dir(out, method, seed)
+    train(run, build_shard_batches(dataset_root(out, trains_on(method)), run), directory, progress=progress)
+    return directory
 
 
-def evaluate_methods(out: str, cfg: DemoConfig, run_dirs: dict[str, str], progress=None) -> dict[str, Any]:
-    from stablerep.evaluation.compare import compare_runs
-
-    return compare_runs(run_dirs, labels=tuple(cfg.probe_labels), per_class=cfg.probe_per_class,
-                        progress=progress)
+def compare_methods(out: str, cfg: DemoConfig, runs: dict[str, dict[int, str]], progress=None) -> dict[str, Any]:
+    """Every run and each seed's untrained architecture on the probe set; means, intervals, budget."""
+    summary = compare_runs(runs, labels=tuple(cfg.probe_labels), per_class=cfg.probe_per_class,
+                           test_per_class=cfg.probe_test_per_class, render_size=2 * cfg.image_size,
+                           progress=progress)
+    summary["budget"] = {m: budget_of(run_config(cfg, m, cfg.seeds[0])) for m in runs}
+    summary["budget_match"] = cfg.budget
+    return summary
 
 
 def run_demo(out: str, cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every stage and write the report; returns the summary (also OUT/summary.json)."""
-    from stablerep.evaluation.compare import write_report
-    from stablerep.synthesis import build_dataset, create_backend
-
     cfg = cfg or DemoConfig()
     timings: dict[str, float] = {}
-    scorings = (len(cfg.methods) + 1) * len(cfg.probe_labels)  # encoders (+ random init) x labels
-    stages = 3 + len(cfg.methods) + scorings  # captions, 2 datasets, trainings, scorings
+    methods = cfg.training_methods()
+    scorings = (len(methods) + 1) * len(cfg.seeds) * len(cfg.probe_labels)  # runs (+ random init) x labels
+    stages = 3 + len(methods) * len(cfg.seeds) + scorings
     with tqdm(total=stages, desc="demo", unit="stage", disable=None if progress else True, position=0) as bar:
         def stage(name: str, fn, *args):
             bar.set_postfix_str(name)
@@ -135,14 +179,17 @@ def run_demo(out: str, cfg: DemoConfig | None = None, progress: bool = True) -> 
             syn = synthesis_config(cfg, kind)
             stage(f"synthesize {kind}", lambda s=syn, k=kind: build_dataset(
                 captions_root, dataset_root(out, k), s, create_backend(s), progress=False))
-        runs = {m: stage(f"train {m}", train_method, out, cfg, m, False) for m in cfg.methods}
+        runs: dict[str, dict[int, str]] = {m: {} for m in methods}
+        for seed in cfg.seeds:
+            for m in methods:
+                runs[m][seed] = stage(f"train {m} seed {seed}", train_method, out, cfg, m, seed, False)
         t0 = time.perf_counter()
 
         def scored(message: str) -> None:
             bar.set_postfix_str(f"evaluated {message}")
             bar.update()
 
-        summary = evaluate_methods(out, cfg, runs, progress=scored)
+        summary = compare_methods(out, cfg, runs, progress=scored)
         timings["evaluate"] = round(time.perf_counter() - t0, 2)
         summary["settings"] = cfg.model_dump(mode="json")
         summary["timings_s"] = {**timings, "total": round(sum(timings.values()), 2)}

@@ -26,3 +26,11 @@ class StorageError(StableRepError, OSError):
     ``transient``: a retry may succeed (connection failure, timeout), unlike a denial."""
 
     transient = False
+
+
+class DatasetError(StableRepError, ValueError):
+    """An evaluation dataset that cannot be read as asked: names the dataset and the file or field."""
+
+
+class EncoderError(StableRepError, ValueError):
+    """An encoder spec that cannot be loaded: unknown kind, missing weights, weights that do not fit."""

@@ -70,3 +70,82 @@ def write_example_dataset(root: str, n_captions: int = 12, images_per_caption: i
                     row_group_rows=row_group_rows)
         indices.append(index)
     return write_manifest(root, indices, config, chash, {"generator": "stablerep.testing"})
+
+
+def digits_images() -> tuple[list[bytes], list[int], list[str]]:
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans, 10 classes) as PNG bytes, labels and
+    class names. Needs scikit-learn (a test dependency)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = []
+    for pixels in digits.images:  # (8, 8) in 0..16
+        buf = io.BytesIO()
+        Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode="L").save(buf, format="PNG")
+        images.append(buf.getvalue())
+    return images, [int(t) for t in digits.target], [str(n) for n in digits.target_names]
+
+
+def digits_split(labels: list[int], test_fraction: float = 0.2, seed: int = 0) -> list[str]:
+    """'train' or 'test' for each digit: a fixed stratified split."""
+    from stablerep.data.labelled import stratified_split
+
+    _, test = stratified_split(np.array(labels), test_fraction, seed)
+    out = ["train"] * len(labels)
+    for i in test:
+        out[int(i)] = "test"
+    return out
+
+
+def write_digits_imagefolder(root: str) -> str:
+    """The digits as ROOT/{train,test}/DIGIT/NNNN.png; returns ROOT."""
+    from pathlib import Path
+
+    images, labels, _ = digits_images()
+    for i, (data, label, split) in enumerate(zip(images, labels, digits_split(labels), strict=True)):
+        path = Path(root) / split / str(label) / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def write_digits_parquet(path: str) -> str:
+    """The same digits and split as one Parquet file in Hugging Face's layout (image struct,
+    ClassLabel names in the schema metadata, a split column); returns PATH."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images, labels, names = digits_images()
+    splits = digits_split(labels)
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], i))  # the image folder's listing order
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "image": pa.array([{"bytes": images[i], "path": f"{i:04d}.png"} for i in order], type=image_type),
+        "label": pa.array([labels[i] for i in order], type=pa.int64()),
+        "split": pa.array([splits[i] for i in order]),
+    })
+    features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"},
+                "split": {"dtype": "string", "_type": "Value"}}
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, path, row_group_size=256)
+    return path
+
+
+def write_digits_shards(root: str, split: str = "train", captions_per_shard: int = 512) -> dict:
+    """One split of the digits as a shard dataset, one image per "caption" (its file name): real
+    images to train the SimCLR baseline on in tests. Returns the manifest."""
+    images, labels, _ = digits_images()
+    chosen = [i for i, s in enumerate(digits_split(labels)) if s == split]
+    config = {"digits": split, "captions_per_shard": captions_per_shard}
+    chash = config_hash(config)
+    indices = []
+    for index, start in enumerate(range(0, len(chosen), captions_per_shard)):
+        records = []
+        for i in chosen[start:start + captions_per_shard]:
+            text = f"digit scan {i:04d}"
+            records.append(ImageRecord(caption_id(text), text, 0, i, images[i], 8, 8, ext="png"))
+        write_shard(root, index, records, chash)
+        indices.append(index)
+    return write_manifest(root, indices, config, chash, {"generator": "stablerep.testing digits"})

@@ -143,3 +143,13 @@ def tiny_sd(tmp_path_factory):
     cache = tmp_path_factory.mktemp("stablerep-cache")
     os.environ["STABLEREP_CACHE"] = str(cache)
     return tiny_pipeline_path(cache)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run where CUDA is present and are skipped, with the reason, elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run `pytest -m gpu` on a GPU host)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -59,7 +59,8 @@ CASES = {
     "unknown backbone": ["train", "--out", "out", "--set", "model.backbone=resnet_nonsense"],
     "negative demo steps": ["demo", "--out", "out", "--set", "steps=-3"],
     "demo with no methods": ["demo", "--out", "out", "--set", "methods=[]"],
-    "evaluate a missing run": ["evaluate", "--run", "no-such-run"],
+    "evaluate a missing run": ["evaluate", "--out", "out", "--encoder", "no-such-run", "--dataset",
+                               "d=procedural:shape"],
     "compare with an unknown probe label": ["compare", "--run", "no-such-run", "--out", "out", "--label", "texture"],
     "verify a missing dataset": ["dataset", "verify", "nowhere"],
 }

@@ -1,22 +1,39 @@
-"""A reduced offline demo: StableRep on procedural synthetic images clearly beats random init."""
+"""A reduced offline demo: every method over two seeds under one budget, intervals in the summary,
+StableRep clearly above its untrained architecture, and a rerun that trains nothing again."""
 
 import json
 
 from stablerep.demo import DemoConfig, run_demo
 
 
-def test_reduced_demo_learns(tmp_path):
-    cfg = DemoConfig(captions=192, steps=300, methods=["stablerep"], probe_per_class=24, captions_per_shard=64)
+def test_reduced_demo_learns_and_reports_intervals(tmp_path):
+    cfg = DemoConfig(captions=128, steps=150, seeds=[0, 1], methods=["stablerep", "simclr"], probe_per_class=16,
+                     probe_test_per_class=30, captions_per_shard=64)
     summary = run_demo(str(tmp_path), cfg, progress=False)
     probe = summary["linear_probe"]
-    assert probe["stablerep"] > probe["random_init"] + 0.08, summary["by_label"]
-    assert summary["knn"]["stablerep"] > summary["knn"]["random_init"] + 0.05
+    assert set(probe) == {"stablerep", "simclr", "supervised", "random_init"}
+    assert probe["stablerep"] > probe["random_init"] + 0.05, summary["by_label"]
+    assert summary["seeds"]["stablerep"] == [0, 1] and len(summary["per_seed"]["linear_probe"]["simclr"]) == 2
+    assert all(v is not None and v > 0 for v in summary["ci95"]["linear_probe"].values())
+    budgets = summary["budget"]
+    assert {b["images_per_step"] for b in budgets.values()} == {64} and {b["steps"] for b in budgets.values()} == {150}
+    assert len({json.dumps(b["augmentation"], sort_keys=True) for b in budgets.values()}) == 1
+    assert any(d["a"] == "stablerep" and d["b"] == "simclr" for d in summary["differences"])
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["linear_probe"] == probe and set(saved["timings_s"]) >= {"train stablerep", "evaluate", "total"}
+    assert saved["linear_probe"] == probe and saved["ci95"] == summary["ci95"]
+    assert set(saved["timings_s"]) >= {"train stablerep seed 0", "train supervised seed 1", "evaluate", "total"}
     table = (tmp_path / "results.md").read_text()
-    assert table.splitlines()[0].startswith("| encoder | linear probe") and "random_init" in table
+    assert table.splitlines()[0].startswith("| encoder | seeds | linear probe") and " ± " in table
+    assert "images per step" in table
+    # every difference the intervals support is stated as such, and no other
+    claimed = [d for d in summary["differences"] if d["supported"]
+               and ("random_init" not in (d["a"], d["b"]) or d["metric"] == "linear_probe")]
+    assert table.count("supported by the intervals.") == len(claimed)
+    for d in claimed:
+        ahead, behind = (d["a"], d["b"]) if d["difference"] >= 0 else (d["b"], d["a"])
+        assert f"{ahead} is ahead of {behind} by {abs(d['difference']):.3f}" in table
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a rerun resumes: shards and checkpoints are committed, so nothing is trained again
     again = run_demo(str(tmp_path), cfg, progress=False)
     assert again["linear_probe"]["stablerep"] == probe["stablerep"]
-    assert again["timings_s"]["train stablerep"] < summary["timings_s"]["train stablerep"]
+    assert again["timings_s"]["train stablerep seed 0"] < summary["timings_s"]["train stablerep seed 0"]

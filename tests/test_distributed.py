@@ -75,6 +75,6 @@ def test_cli_training_under_torchrun(tmp_path, port):
     assert (run_dir / "checkpoints" / "step_00000004.safetensors").is_file()
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in metrics] == [2, 4]
-    # images/s counts both ranks: 16 captions x 4 images per step in all
+    # the saved config is the global batch (16 captions over both ranks), not one rank's share
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"]["captions_per_batch"] == 16

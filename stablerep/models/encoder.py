@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from stablerep.config import ModelConfig
+from stablerep.methods import get_method
 from stablerep.models.heads import build_mlp_head
 from stablerep.models.text import create_text_tower
 from stablerep.models.vision import create_backbone
+from stablerep.world import ATTRIBUTES
 
 
 class StableRepModel(nn.Module):
@@ -92,6 +94,10 @@ def create_model(config: ModelConfig | str | None = None, *, head: bool = True,
 
 
 def create_model_for_run(run) -> StableRepModel:
-    """The model a :class:`stablerep.config.RunConfig` trains (CLIP has no MLP head)."""
-    return create_model(run.model, head=run.loss.method != "clip",
-                        init_logit_scale=run.loss.init_logit_scale)
+    """The model a :class:`stablerep.config.RunConfig` trains: CLIP has no MLP head; the supervised
+    method's head ends in the class scores of its targets (side by side)."""
+    spec = get_method(run.loss.method)
+    config = run.model
+    if spec.targets:
+        config = config.model_copy(update={"head_out_dim": sum(len(ATTRIBUTES[t]) for t in run.loss.targets)})
+    return create_model(config, head=spec.head, init_logit_scale=run.loss.init_logit_scale)

@@ -17,6 +17,13 @@ BACKBONE_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
         "vit_small_patch16_224",
         {"patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0},
     ),
+    # a small ResNet (one block a stage, 32-96 channels, 0.5M parameters): the demo's backbone at
+    # 32 px, where it learns the procedural world's shapes from few steps (a tiny ViT did not)
+    "resnet_tiny_cpu": (
+        "resnet18",
+        {"layers": [1, 1, 1, 1], "channels": [32, 48, 64, 96], "stem_width": 16, "stem_type": "deep",
+         "avg_down": True},
+    ),
 }
 
 
@@ -34,6 +41,11 @@ def create_backbone(name: str, img_size: int = 224, **kwargs: Any) -> nn.Module:
         )
     args = {**preset, **kwargs}
     try:
-        return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, **args)
+        try:  # ViTs are built for their input size
+            return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, **args)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+            return timm.create_model(arch, pretrained=False, num_classes=0, **args)  # convolutional: any size
     except TypeError as exc:  # e.g. a kwarg the architecture does not take
         raise ValueError(f"backbone {name!r} rejected its arguments {args}: {exc}") from None

@@ -1,7 +1,7 @@
 """Text-to-image synthesis: backends (diffusers, tiny, procedural) and the shard worker."""
 
 from stablerep.synthesis.base import Backend, GenerationRequest, encode_image
-from stablerep.synthesis.procedural import ProceduralBackend, probe_set, procedural_captions
+from stablerep.synthesis.procedural import ProceduralBackend
 from stablerep.synthesis.worker import (
     BuildResult,
     ShardPlan,
@@ -9,6 +9,7 @@ from stablerep.synthesis.worker import (
     load_plan,
     synthesize_shard,
 )
+from stablerep.world import probe_set, procedural_captions
 
 __all__ = [
     "Backend",

@@ -2,8 +2,13 @@
 
 A shard is (captions_per_shard captions) x (images_per_caption images), in captions.parquet
 order; the plan is persisted (ROOT/plan.json) and only ever extended, so appending captions adds
-shards and never changes a committed one. Each image's seed is a pure function of (seed, caption_id, image_index), so the dataset
-is the same however it is split into backend calls, shards, processes and retries.
+shards and never changes a committed one. Each image's seed is a pure function of (seed,
+caption_id, image_index), so the dataset is the same however it is split into backend calls,
+shards, processes and retries.
+
+The accelerator never waits for the CPU: images are JPEG-encoded on a thread pool while the next
+batch is generated, and a finished shard is written on an upload thread while the next shard is
+generated, with both queues bounded and results kept in request order.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +64,42 @@ def shard_requests(plan: ShardPlan, cfg: SynthesisConfig) -> list[GenerationRequ
             for cid, text in plan.captions for k in range(cfg.images_per_caption)]
 
 
+def encode_threads() -> int:
+    """Threads that JPEG-encode while the accelerator makes the next batch (PIL releases the GIL
+    while it resizes and encodes)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _encode(req: GenerationRequest, img, cfg: SynthesisConfig, ext: str) -> ImageRecord:
+    data, w, h = encode_image(img, cfg.image_size, cfg.image_format, cfg.quality)
+    return ImageRecord(req.caption_id, req.caption, req.image_index, req.seed, data, w, h, ext)
+
+
+def generate_records(plan: ShardPlan, backend: Backend, cfg: SynthesisConfig, pool: Executor,
+                     on_images: Callable[[int], None] | None = None) -> list[ImageRecord]:
+    """The shard's images, generated batch by batch; each batch is encoded on ``pool`` while the
+    next one is generated (at most two batches wait there, bounding memory). Records keep request
+    order, so the shard's bytes do not depend on thread timing."""
+    requests = shard_requests(plan, cfg)
+    ext = IMAGE_FORMATS[cfg.image_format][1]
+    pending: deque[Future[ImageRecord]] = deque()
+    records: list[ImageRecord] = []
+    try:
+        for start in range(0, len(requests), cfg.batch_size):
+            batch = requests[start:start + cfg.batch_size]
+            images = backend.generate(batch)
+            pending.extend(pool.submit(_encode, req, img, cfg, ext) for req, img in zip(batch, images, strict=True))
+            while len(pending) > 2 * cfg.batch_size:
+                records.append(pending.popleft().result())
+            if on_images:
+                on_images(len(batch))
+        records.extend(f.result() for f in pending)
+    finally:
+        for f in pending:
+            f.cancel()
+    return records
+
+
 def synthesize_shard(root: str, plan: ShardPlan, backend: Backend, cfg: SynthesisConfig,
                      on_images: Callable[[int], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Make and commit one shard; returns (its mark, whether it was written now)."""
@@ -63,16 +107,8 @@ def synthesize_shard(root: str, plan: ShardPlan, backend: Backend, cfg: Synthesi
     mark = committed_mark(root, plan.index, chash)
     if mark is not None:
         return mark, False
-    requests = shard_requests(plan, cfg)
-    records: list[ImageRecord] = []
-    ext = IMAGE_FORMATS[cfg.image_format][1]
-    for start in range(0, len(requests), cfg.batch_size):
-        batch = requests[start:start + cfg.batch_size]
-        for req, img in zip(batch, backend.generate(batch), strict=True):
-            data, w, h = encode_image(img, cfg.image_size, cfg.image_format, cfg.quality)
-            records.append(ImageRecord(req.caption_id, req.caption, req.image_index, req.seed, data, w, h, ext))
-        if on_images:
-            on_images(len(batch))
+    with ThreadPoolExecutor(encode_threads(), thread_name_prefix="encode") as pool:
+        records = generate_records(plan, backend, cfg, pool, on_images)
     return write_shard(root, plan.index, records, chash, lineage=backend.lineage()), True
 
 
@@ -146,13 +182,7 @@ def _build(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Bac
     total = sum(len(p.captions) for p in chosen) * cfg.images_per_caption
     with tqdm(total=total, desc=f"synthesize ({backend.name})", unit="img",
               disable=None if progress else True) as bar:
-        for plan in chosen:
-            _, written = synthesize_shard(out_root, plan, backend, cfg, bar.update)
-            if written:
-                result.written.append(plan.index)
-            else:
-                result.skipped.append(plan.index)
-                bar.update(len(plan.captions) * cfg.images_per_caption)
+        _synthesize_overlapped(out_root, chosen, backend, cfg, result, bar.update)
     if shards is None:
         result.manifest = finish_dataset(out_root, plans, cfg, backend.lineage())
     elif set(p.index for p in plans) <= set(result.written + result.skipped):
@@ -161,6 +191,32 @@ def _build(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Bac
         with contextlib.suppress(LeaseHeld, ShardError):
             result.manifest = finish_dataset(out_root, plans, cfg, backend.lineage(), wait_s=0)
     return result
+
+
+def _synthesize_overlapped(root: str, plans: list[ShardPlan], backend: Backend, cfg: SynthesisConfig,
+                           result: BuildResult, progress: Callable[[int], None]) -> None:
+    """Synthesise ``plans`` in order. A finished shard is written (parquet, then its mark) on an
+    upload thread while the next shard is generated; at most one shard waits there, and shards
+    commit in plan order. If generation fails, the shard already handed to the uploader is still
+    committed before the error propagates: it is complete work."""
+    chash = config_hash(cfg.hashed())
+    lineage = backend.lineage()
+    with ThreadPoolExecutor(encode_threads(), thread_name_prefix="encode") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="upload") as uploader:
+        upload: tuple[int, Future] | None = None
+        for plan in plans:
+            if committed_mark(root, plan.index, chash) is not None:
+                result.skipped.append(plan.index)
+                progress(len(plan.captions) * cfg.images_per_caption)
+                continue
+            records = generate_records(plan, backend, cfg, pool, progress)
+            if upload is not None:
+                upload[1].result()
+                result.written.append(upload[0])
+            upload = plan.index, uploader.submit(write_shard, root, plan.index, records, chash, lineage=lineage)
+        if upload is not None:
+            upload[1].result()
+            result.written.append(upload[0])
 
 
 def finish_dataset(root: str, plans: list[ShardPlan], cfg: SynthesisConfig,

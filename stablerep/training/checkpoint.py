@@ -126,6 +126,17 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return storage.join(run_dir, "checkpoints", name)
 
 
+def read_checkpoint_meta(url: str) -> dict[str, Any]:
+    """The JSON half of a checkpoint (URL without extension): step, sha256 of the tensors, config."""
+    meta_url = f"{url}.json"
+    if not storage.exists(meta_url):
+        raise CheckpointError(f"checkpoint file missing: {meta_url}")
+    try:
+        return json.loads(storage.read_bytes(meta_url))
+    except ValueError as exc:
+        raise CheckpointError(f"{meta_url}: not valid JSON ({exc})") from None
+
+
 def read_checkpoint(url: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify a checkpoint (URL without extension): (tensors, metadata)."""
     meta_url = f"{url}.json"

@@ -31,8 +31,6 @@ from stablerep.training.step import train_step
 log = logging.getLogger("stablerep.train")
 
 
-
-
 @dataclass
 class TrainResult:
     run_dir: str
@@ -65,10 +63,11 @@ def _batches_from(data: Iterable, start_step: int) -> Iterator[dict[str, torch.T
         epoch += 1
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device, photometric: BatchPhotometric,
-               seed: int) -> dict[str, torch.Tensor]:
-    """Move tensors to the device. uint8 images (loader crops) get the photometric augmentation
-    there, batched, from a generator seeded by (run seed, step, rank), then normalisation."""
+def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device, photometric: BatchPhotometric,
+                  seed: int) -> dict[str, torch.Tensor]:
+    """What the loop does to each loader batch before its step: move tensors to the device; uint8
+    images (loader crops) get the photometric augmentation there, batched, from a generator seeded
+    by ``seed`` (the loop passes (run seed, step, rank)), then normalisation."""
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
            for k, v in batch.items()}
     if out["images"].dtype == torch.uint8:
@@ -152,8 +151,8 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
     for step in range(start, end):
         lr = lr_at(step, run.train.steps, run.lr, run.optim.warmup_steps, run.optim.min_lr)
         set_lr(optimizer, lr)
-        batch = _to_device(next(batches), device, photometric,
-                           mix_seed(run.train.seed, step, dist_utils.rank()))
+        batch = prepare_batch(next(batches), device, photometric,
+                              mix_seed(run.train.seed, step, dist_utils.rank()))
         losses = train_step(run.loss.method, module, loss_fn, optimizer, scaler, batch, device,
                             dtype, run.optim.grad_clip)
         # One host sync per step: a NaN must stop the run before it is checkpointed.

@@ -26,11 +26,13 @@ def test_jitter_equals_torchvision_step_by_step_in_range():
     assert torch.allclose(ours, ref, atol=1e-4)
 
 
-def test_grayscale_gives_equal_channels_and_probability_holds():
+def test_grayscale_is_luma_on_every_channel_and_nothing_on_is_identity():
     cfg = AugmentConfig(color_jitter_p=0.0, grayscale_p=1.0, blur_p=0.0)
-    y = BatchPhotometric(cfg)(torch.rand(4, 3, 8, 8), torch.Generator().manual_seed(0))
-    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
     x = torch.rand(4, 3, 8, 8)
+    y = BatchPhotometric(cfg)(x.clone(), torch.Generator().manual_seed(0))
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # ITU-R 601, as torchvision (0.2989) to 1e-4
+    assert torch.allclose(y, luma[:, None].expand(-1, 3, -1, -1), atol=1e-5)
+    assert torch.allclose(y, TF.rgb_to_grayscale(x, num_output_channels=3), atol=2e-4)
     none = AugmentConfig(color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
     assert torch.allclose(BatchPhotometric(none)(x, torch.Generator().manual_seed(0)), x, atol=1e-6)
 
@@ -61,5 +63,33 @@ def test_prepare_images_is_seeded_and_shapes_survive():
     a = prepare_images(imgs, p, torch.Generator().manual_seed(9))
     b = prepare_images(imgs, p, torch.Generator().manual_seed(9))
     assert a.shape == imgs.shape and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, prepare_images(imgs, p, torch.Generator().manual_seed(10)))  # the seed is used
     with pytest.raises(ValueError, match="needs a torch.Generator"):
         prepare_images(imgs, p)
+
+
+def _applied_fraction(cfg, changed) -> float:
+    """Share of 4,000 images that ``changed(x, y)`` says the augmentation touched."""
+    x = torch.rand(4000, 3, 8, 8) * 0.5 + 0.25
+    y = BatchPhotometric(cfg)(x.clone(), torch.Generator().manual_seed(11))
+    return float(changed(x, y).float().mean())
+
+
+@pytest.mark.parametrize("which,p", [("grayscale", 0.2), ("jitter", 0.8), ("blur", 0.5), ("downsample", 0.05)])
+def test_each_augmentation_fires_with_its_probability(which, p):
+    # 4,000 independent draws: the share is within 4.5 binomial standard deviations of p (a false
+    # alarm about once in 150,000 runs), and a probability off by 0.05 or more fails.
+    off = dict(color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, downsample_p=0.0)
+    cfg = AugmentConfig(**{**off, {"grayscale": "grayscale_p", "jitter": "color_jitter_p", "blur": "blur_p",
+                                   "downsample": "downsample_p"}[which]: p},
+                        blur_sigma=(1.0, 2.0), downsample_sizes=(2,))
+    if which == "grayscale":
+        def changed(x, y):
+            return (y[:, 0] - y[:, 1]).abs().amax(dim=(1, 2)) < 1e-6
+    else:
+        def changed(x, y):
+            return (y - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    share = _applied_fraction(cfg, changed)
+    sd = (p * (1 - p) / 4000) ** 0.5
+    assert abs(share - p) < max(4.5 * sd, 0.004), (which, share, p)
+    assert abs(share - p) < 0.05

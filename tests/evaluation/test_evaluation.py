@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from stablerep.evaluation import (
+    EvalTransform,
     centroid_predict,
-    extract_features,
+    encode_split,
     few_shot,
     knn_accuracy,
     knn_predict,
     lbfgs_probe,
+    score,
     sgd_probe,
 )
 
@@ -31,12 +33,51 @@ def test_lbfgs_probe_on_a_linearly_separable_set():
 
 
 def test_lbfgs_chooses_strong_regularisation_for_noise_features():
+    # 50 features of pure noise and labels unrelated to them: a weakly regularised fit memorises
+    # the training part and is at chance on validation; a strong one predicts the majority class,
+    # which the labels are skewed towards (70/30), so validation prefers strong regularisation
     g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(120, 50, generator=g), torch.randint(0, 2, (120,), generator=g)
-    result = lbfgs_probe(x, y, x[:10], y[:10], l2_grid=[1e-6, 1e5])
-    # labels unrelated to features: validation cannot prefer the unregularised fit by a margin
-    assert result.best in (1e-6, 1e5)
-    assert 0 <= result.accuracy <= 1
+    x = torch.randn(300, 50, generator=g)
+    y = (torch.rand(300, generator=g) < 0.3).long()
+    result = lbfgs_probe(x[:200], y[:200], x[200:], y[200:], l2_grid=[1e-6, 1e-2, 1e5])
+    assert result.best == 1e5, result.validation
+    assert result.validation[1e5] > result.validation[1e-6]
+    majority = float((y[200:] == 0).float().mean())
+    assert result.accuracy == pytest.approx(majority)  # the strongly regularised fit predicts the majority
+
+
+def test_lbfgs_uses_an_official_validation_split_and_mean_per_class():
+    x, y = _separable(300, classes=3, seed=6)
+    vx, vy = _separable(90, classes=3, seed=6, noise_seed=11)
+    tx, ty = _separable(90, classes=3, seed=6, noise_seed=12)
+    result = lbfgs_probe(x, y, tx, ty, val_x=vx, val_y=vy, l2_grid=[1e-3, 1.0], metric="mean_per_class")
+    assert set(result.validation) == {1e-3, 1.0} and result.accuracy >= 0.95
+
+
+def test_mean_per_class_accuracy_weights_classes_equally():
+    target = torch.tensor([0] * 8 + [1] * 2)
+    pred = torch.tensor([0] * 8 + [0, 1])  # class 0 all right, class 1 half right
+    assert score(pred, target) == pytest.approx(0.9)
+    assert score(pred, target, "mean_per_class") == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match="unknown metric"):
+        score(pred, target, "top5")
+
+
+def test_zero_shot_picks_the_most_similar_class_text():
+    from stablerep.evaluation.zero_shot import class_embeddings, zero_shot_accuracy
+
+    vocab = {"cat": torch.tensor([1.0, 0.0]), "dog": torch.tensor([0.0, 1.0])}
+
+    def tokenize(texts):  # one "token" per prompt: the index of the class word in it
+        return torch.tensor([[0] if "cat" in t else [1] for t in texts])
+
+    def encode(tokens):
+        return torch.stack([vocab["cat"] if int(t[0]) == 0 else vocab["dog"] for t in tokens])
+
+    classifier = class_embeddings(["cat", "dog"], tokenize, encode, ("a {}", "the {}"))
+    assert torch.allclose(classifier, torch.eye(2))
+    images = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.5]])
+    assert zero_shot_accuracy(images, torch.tensor([0, 1, 1]), classifier) == pytest.approx(2 / 3)
 
 
 def test_logistic_matches_closed_form_expectations():
@@ -84,15 +125,25 @@ def test_few_shot_hand_checked():
         few_shot(x[:30], y[:30], n_way=5, k_shot=5, queries=5)
 
 
-def test_extract_features_uses_cls_features_in_eval_mode():
+def test_encode_split_uses_cls_features_in_eval_mode():
+    import numpy as np
     from PIL import Image
 
+    from stablerep.data.labelled import LabelledSplit, MemoryImages
+    from stablerep.evaluation.encoders import RunEncoder
     from stablerep.models import create_model
 
     model = create_model("vit_tiny_cpu", img_size=32, head_hidden_dim=16, head_out_dim=8)
     model.train()
+    encoder = RunEncoder(model)
+    encoder.train()
     images = [Image.new("RGB", (40, 48), (i * 20, 100, 200)) for i in range(5)]
-    feats = extract_features(model, images, 32, batch_size=2)
-    assert feats.shape == (5, 64) and model.training  # mode restored
-    again = extract_features(model, images[:3], 32, batch_size=3)
-    assert torch.allclose(feats[:3], again, atol=1e-5)
+    split = LabelledSplit(MemoryImages(images, "test"), np.zeros(5, dtype=np.int64))
+    transform = EvalTransform(size=32, resize=32)
+    feats = encode_split(encoder, split, transform, batch_size=2, device="cpu")
+    assert feats.features.shape == (5, 64) and encoder.training  # mode restored
+    assert bool(feats.keep.all()) and feats.embed is None
+    model.eval()
+    with torch.no_grad():  # the CLS features of the resized, centre-cropped, normalised image
+        x = transform.normalise(transform.geometric()(torch.as_tensor(np.array(images[3])).permute(2, 0, 1))[None])
+        assert torch.allclose(feats.features[3], model.encode_image(x)[0], atol=1e-5)

@@ -106,9 +106,11 @@ def test_pipeline_flow_trains_and_compares(tmp_path):
     from stablerep.demo import DemoConfig
 
     out = str(tmp_path / "pipe")
-    cfg = DemoConfig(captions=32, steps=15, probe_per_class=8, captions_per_shard=16, methods=["stablerep", "simclr"])
+    cfg = DemoConfig(captions=32, steps=15, probe_per_class=8, probe_test_per_class=8, captions_per_shard=16,
+                     methods=["stablerep", "simclr"], seeds=[0, 1], images_per_step=16)
     summary = stablerep_pipeline(out, cfg, launcher="inline")
-    assert set(summary["linear_probe"]) == {"stablerep", "simclr", "random_init"}
+    assert set(summary["linear_probe"]) == {"stablerep", "simclr", "supervised", "random_init"}
+    assert set(summary["ci95"]["linear_probe"]) == set(summary["linear_probe"])
     assert all(0 <= v <= 1 for v in summary["knn"].values())
     saved = json.loads(storage.read_bytes(f"{out}/summary.json"))
     assert saved["settings"]["steps"] == 15 and (tmp_path / "pipe" / "results.png").stat().st_size > 1000

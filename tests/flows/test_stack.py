@@ -51,7 +51,8 @@ def _api(stack, path, body=None):
 
 def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack, tmp_path):
     out = tmp_path / "demo"
-    demo = {"captions": 32, "steps": 15, "probe_per_class": 8, "captions_per_shard": 16, "methods": ["stablerep", "clip"]}
+    demo = {"captions": 32, "steps": 15, "probe_per_class": 8, "probe_test_per_class": 8, "captions_per_shard": 16,
+            "methods": ["stablerep", "clip"], "ceiling": False, "seeds": [0], "images_per_step": 16}
     run = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
                           "stablerep-pipeline/offline-demo", "--param", f"out={out}", "--param", f"demo={json.dumps(demo)}",
                           "--watch", "--watch-timeout", "600"], env=stack["env"], capture_output=True, text=True, timeout=700)

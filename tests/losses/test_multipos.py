@@ -42,8 +42,14 @@ def test_anchor_without_positive_adds_zero_but_counts_in_mean():
     labels = torch.tensor([7, 7, 8, 9])  # 8 and 9 have no positive
     full = MultiPosConLoss(0.1)(feats, labels)["loss"]
     assert full.item() == pytest.approx(paper_formula(feats, labels.tolist(), 0.1), rel=1e-5)
-    only_pair = paper_formula(feats, [7, 7, 8, 9], 0.1) * 4 / 2
-    assert full.item() * 4 / 2 == pytest.approx(only_pair, rel=1e-5)
+    # by hand: only anchors 0 and 1 have a positive (each other); each is contrasted with the 3 other
+    # samples, and the sum of their two terms is divided by all 4 anchors, not by the 2 with positives
+    z = F.normalize(feats.double(), dim=-1)
+    sims = z @ z.T / 0.1
+    pair = sum(-math.log(math.exp(sims[a, 1 - a]) / sum(math.exp(sims[a, b]) for b in range(4) if b != a))
+               for a in (0, 1))
+    assert full.item() == pytest.approx(pair / 4, rel=1e-5)
+    assert full.item() != pytest.approx(pair / 2, rel=1e-3)  # the mean over anchors with a positive only
 
 
 def test_mask_is_rebuilt_every_call():
@@ -97,10 +103,14 @@ def test_gradient_matches_autograd_of_direct_formula():
     assert torch.isfinite(ours).all()
 
 
-def test_large_logits_stay_finite():
-    feats = torch.randn(8, 4) * 1e4
-    out = MultiPosConLoss(0.01)(feats, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))["loss"]
-    assert torch.isfinite(out)
+def test_large_logits_stay_finite_and_exact():
+    # tau = 0.01 puts logits at up to 100: exp(100) overflows float32, so an unstabilised softmax (or
+    # a -inf self mask multiplied by a zero target) gives inf or nan; the value must still be the formula's
+    feats = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)) * 1e4
+    labels = [0, 0, 1, 1, 2, 2, 3, 3]
+    out = MultiPosConLoss(0.01)(feats, torch.tensor(labels))["loss"]
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+    assert out.item() == pytest.approx(paper_formula(feats, labels, 0.01), rel=1e-5)
 
 
 def test_bad_shapes_are_clear():

@@ -23,7 +23,8 @@ from stablerep.testing import example_records, write_example_dataset
 
 def test_round_trip_and_layout(dataset_root):
     manifest = write_example_dataset(dataset_root, n_captions=12, images_per_caption=4, captions_per_shard=5)
-    assert manifest["totals"] == {"shards": 3, "images": 48, "captions": 12, "bytes": manifest["totals"]["bytes"]}
+    stored = sum(len(storage.read_bytes(shard_url(dataset_root, i))) for i in range(3))
+    assert manifest["totals"] == {"shards": 3, "images": 48, "captions": 12, "bytes": stored}
     assert read_manifest(dataset_root) == manifest
     report = verify_dataset(dataset_root, deep=True)
     assert report.ok, report.problems
@@ -128,6 +129,16 @@ def test_mark_is_written_after_the_shard(tmp_path, monkeypatch):
     assert order == ["000003.parquet", "000003.json"]
     assert json.loads((tmp_path / "shards" / "000003.json").read_text())["index"] == 3
     assert mark_url(str(tmp_path), 3).endswith("shards/000003.json")
+
+    def failing_shard_write(url, data):
+        if url.endswith(".parquet"):
+            raise OSError("store refused the shard")
+        return real(url, data)
+
+    monkeypatch.setattr(storage, "write_bytes", failing_shard_write)
+    with pytest.raises(OSError, match="refused"):
+        write_shard(str(tmp_path), 4, example_records(["y"], 1, size=16), "h")
+    assert not (tmp_path / "shards" / "000004.json").exists()
 
 
 def test_config_hash_is_stable():

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,7 @@ def test_interrupted_build_resumes_to_the_same_dataset(tmp_path, captions_root):
     assert not storage.exists(f"{out}/manifest.json")  # nothing that looks finished
     resumed = build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
     assert resumed.skipped == [0, 1] and resumed.written == [2, 3]
-    strip = lambda shards: [{k: v for k, v in s.items()} for s in shards]  # noqa: E731
-    assert strip(resumed.manifest["shards"]) == strip(clean.manifest["shards"])  # same sha256s
+    assert resumed.manifest["shards"] == clean.manifest["shards"]  # same files: rows, bytes and sha256s
 
 
 def test_config_hash_ignores_batch_size_and_device():
@@ -111,3 +111,71 @@ def test_cli_synthesize_with_the_tiny_backend(tmp_path, captions_root, tiny_sd):
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: model 'nobody/missing-model'")
     assert not (tmp_path / "x" / "manifest.json").exists()
+
+
+class _SignallingBackend(ProceduralBackend):
+    """Records which images it was asked for, so a test can see what ran while it was called."""
+
+    def __init__(self, shard1_ids):
+        super().__init__(64)
+        self.shard1_ids, self.calls = shard1_ids, 0
+        self.second_call = threading.Event()
+        self.shard1_started = threading.Event()
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls == 2:
+            self.second_call.set()
+        if any(r.caption_id in self.shard1_ids for r in requests):
+            self.shard1_started.set()
+        return super().generate(requests)
+
+
+def test_encoding_and_shard_writes_overlap_generation(tmp_path, captions_root, monkeypatch):
+    """The first batch's encoding and shard 0's write each wait until the backend is already making
+    the next batch / shard; without overlap they would wait in vain (and the flags stay False)."""
+    import stablerep.synthesis.worker as worker
+    from stablerep.captions.sample import load_captions
+
+    backend = _SignallingBackend(set(load_captions(captions_root).column("caption_id").to_pylist()[4:8]))
+    seen = {"encode_overlapped": False, "write_overlapped": False}
+    real_encode, real_write = worker.encode_image, worker.write_shard
+
+    def slow_encode(img, *args, **kwargs):
+        if backend.calls == 1:  # an image of the first batch
+            seen["encode_overlapped"] |= backend.second_call.wait(timeout=20)
+        return real_encode(img, *args, **kwargs)
+
+    def slow_write(root, index, *args, **kwargs):
+        if index == 0:
+            seen["write_overlapped"] = backend.shard1_started.wait(timeout=20)
+        return real_write(root, index, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "encode_image", slow_encode)
+    monkeypatch.setattr(worker, "write_shard", slow_write)
+    out = str(tmp_path / "overlapped")
+    result = build_dataset(captions_root, out, _cfg(), backend, progress=False)
+    assert seen == {"encode_overlapped": True, "write_overlapped": True}
+    assert result.written == [0, 1, 2, 3]
+    monkeypatch.undo()
+    plain = build_dataset(captions_root, str(tmp_path / "plain"), _cfg(), ProceduralBackend(64), progress=False)
+    assert _images(out) == _images(str(tmp_path / "plain"))
+    assert [s["sha256"] for s in result.manifest["shards"]] == [s["sha256"] for s in plain.manifest["shards"]]
+
+
+def test_a_failed_shard_write_stops_the_build_without_a_manifest(tmp_path, captions_root, monkeypatch):
+    import stablerep.synthesis.worker as worker
+
+    real_write = worker.write_shard
+
+    def failing_write(root, index, *args, **kwargs):
+        if index == 1:
+            raise OSError("store refused the write")
+        return real_write(root, index, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "write_shard", failing_write)
+    out = str(tmp_path / "ds")
+    with pytest.raises(OSError, match="store refused"):
+        build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
+    assert not storage.exists(f"{out}/manifest.json")
+    assert storage.exists(f"{out}/shards/000000.json") and not storage.exists(f"{out}/shards/000001.json")

@@ -34,8 +34,14 @@ def test_other_methods_train(tmp_path, preset, method):
     run = load_config(preset, ["train.steps=3", f"loss.method={method}", f"data.images_per_caption={m}"])
     result = train(run, _source(run), str(tmp_path), progress=False)
     assert result.steps_done == 3 and torch.isfinite(torch.tensor(result.final_loss))
-    if method == "stablerep_plus":
-        assert {"multipos", "i2t", "t2i"} <= set(result.history[-1])
+    # the loss the method names was used: its parts are logged, and no other method's
+    last = result.history[-1]
+    parts = set(last) - {"step", "loss", "lr", "images_per_s"}
+    assert parts == {"stablerep_plus": {"multipos", "i2t", "t2i"}, "clip": {"i2t", "t2i"}, "simclr": set()}[method]
+    if method == "clip":  # CLIP's loss is the mean of its two directions
+        assert last["loss"] == pytest.approx((last["i2t"] + last["t2i"]) / 2, rel=1e-5)
+    if method == "stablerep_plus":  # the preset's text weight is 0.5
+        assert last["loss"] == pytest.approx(last["multipos"] + 0.5 * (last["i2t"] + last["t2i"]), rel=1e-5)
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -1,0 +1,72 @@
+"""`stablerep evaluate`: encoders x datasets x protocols -> OUT/summary.json, results.md, results.png."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from stablerep.cli_common import UserError, friendly_errors
+
+PROTOCOLS = ("linear_probe", "linear_probe_sgd", "knn", "few_shot", "zero_shot")
+
+
+def _named(items: list[str], what: str) -> dict[str, str]:
+    """``NAME=SPEC`` items (a bare SPEC is named after its last path component)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or ":" in name or "/" in name:
+            spec = item
+            name = item.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        if name in out:
+            raise UserError(f"two {what}s named {name!r}: name them with NAME=SPEC")
+        out[name] = spec
+    return out
+
+
+@friendly_errors
+def evaluate(
+    out: Annotated[str, typer.Option(help="directory for summary.json, results.md, results.png")],
+    encoder: Annotated[list[str] | None, typer.Option(
+        help="NAME=SPEC (repeatable): RUN_DIR, random:RUN_DIR, timm:MODEL[:WEIGHTS], open_clip:ARCH:WEIGHTS")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="NAME=SPEC (repeatable): imagefolder:PATH, parquet:PATH, torchvision:NAME:ROOT, procedural:shape|colour")] = None,
+    suite: Annotated[str | None, typer.Option(help="suite YAML: datasets, encoders, protocols, features")] = None,
+    protocol: Annotated[list[str] | None, typer.Option(
+        help=f"run only these (repeatable): {', '.join(PROTOCOLS)}")] = None,
+    skip_bad_images: Annotated[bool, typer.Option(help="skip (and count) unreadable images instead of failing")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="images per encoder call")] = None,
+    workers: Annotated[int | None, typer.Option(help="loader workers (default: 0 for small sets)")] = None,
+    cache: Annotated[str | None, typer.Option(help="feature cache directory (default ~/.cache/stablerep/features)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="encode everything again, cache nothing")] = False,
+) -> None:
+    """Score encoders on labelled datasets: linear probe (L-BFGS), kNN, few-shot, zero-shot."""
+    from stablerep.evaluation.report import markdown_report
+    from stablerep.evaluation.suite import EvalSuite, load_suite, run_evaluation
+
+    base = load_suite(suite) if suite else EvalSuite()
+    tree = base.model_dump()
+    tree["encoders"].update(_named(encoder or [], "encoder"))
+    for name, spec in _named(dataset or [], "dataset").items():
+        tree["datasets"][name] = {"spec": spec}
+    if skip_bad_images:
+        for entry in tree["datasets"].values():
+            entry["skip_bad_images"] = True
+    if protocol:
+        unknown = sorted(set(protocol) - set(PROTOCOLS))
+        if unknown:
+            raise UserError(f"--protocol {unknown[0]!r}: use one of {', '.join(PROTOCOLS)}")
+        for name in PROTOCOLS:
+            tree["protocols"][name]["enabled"] = name in protocol
+    for key, value in (("device", device), ("batch_size", batch_size), ("workers", workers), ("cache", cache)):
+        if value is not None:
+            tree["features"][key] = value
+    if no_cache:
+        tree["features"]["cache"] = None
+    summary = run_evaluation(EvalSuite.model_validate(tree), out)
+    typer.echo(markdown_report(summary), err=True)
+    typer.echo(json.dumps({"report": summary["report"], "cache": summary["cache"],
+                           "timings_s": {"total": summary["timings_s"]["total"]}}))

@@ -1,0 +1,59 @@
+"""`stablerep generator ...`: train the small text-to-image model, its fidelity classifier, and
+measure fidelity per guidance scale."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from stablerep.cli_common import friendly_errors, parse_set_options
+
+generator_app = typer.Typer(no_args_is_help=True, help="The small latent text-to-image model (offline).")
+
+
+@generator_app.command("train")
+@friendly_errors
+def generator_train(
+    out: Annotated[str, typer.Option(help="directory: checkpoints, model/ (a diffusers pipeline), log, loss curve")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="a GeneratorConfig field, e.g. unet_steps=2000")] = None,
+) -> None:
+    """Train the generator on real procedural renders (resumes from OUT's checkpoints)."""
+    from stablerep.generator.config import GeneratorConfig
+    from stablerep.generator.train import train_generator
+
+    summary = train_generator(out, GeneratorConfig.model_validate(parse_set_options(set_)))
+    typer.echo(json.dumps(summary))
+
+
+@generator_app.command("classifier")
+@friendly_errors
+def generator_classifier(
+    out: Annotated[str, typer.Option(help="path prefix: writes OUT.safetensors and OUT.json")],
+    size: Annotated[int, typer.Option(help="image size (px)")] = 32,
+    steps: Annotated[int, typer.Option(help="training steps")] = 3000,
+    seed: Annotated[int, typer.Option(help="seed of its render stream")] = 1000,
+) -> None:
+    """Train the attribute classifier that scores fidelity (supervised on real renders)."""
+    from stablerep.generator.fidelity import train_classifier
+
+    classifier = train_classifier(size, steps=steps, seed=seed)
+    classifier.save(out)
+    typer.echo(json.dumps({"out": out, "heldout_accuracy": classifier.heldout}))
+
+
+@generator_app.command("fidelity")
+@friendly_errors
+def generator_fidelity(
+    out: Annotated[str, typer.Option(help="directory for fidelity.json, fidelity.png and sample grids")],
+    model: Annotated[str | None, typer.Option(help="generator folder (default: the shipped one)")] = None,
+    guidance: Annotated[str, typer.Option(help="guidance scales, comma-separated")] = "1,2,4,8",
+    captions: Annotated[int, typer.Option(help="captions to generate (one image each)")] = 256,
+    seed: Annotated[int, typer.Option(help="caption and image seed")] = 0,
+) -> None:
+    """Per guidance scale: how often generated images show the attributes their captions name."""
+    from stablerep.generator.study import fidelity_study
+
+    scales = [float(g) for g in guidance.split(",") if g.strip()]
+    typer.echo(json.dumps(fidelity_study(out, model, scales, captions, seed), indent=2))
