@@ -14,6 +14,8 @@ from uuid import UUID
 
 from prefect.client.schemas.objects import FlowRun
 
+from tasks.retry import with_api_retries
+
 POLL_S = 2.0
 API_PAGE = 200  # the API returns at most this many runs per request
 
@@ -25,14 +27,16 @@ def start_child_run(deployment: str, parameters: dict[str, Any], key: str, name:
     from prefect.deployments import run_deployment
 
     parent = get_run_context().flow_run.id
-    run = run_deployment(deployment, timeout=0, as_subflow=True, idempotency_key=f"{parent}-{key}",
-                         parameters=parameters, flow_run_name=name)
+    run = with_api_retries(f"starting a run of {deployment} ({key})", lambda: run_deployment(
+        deployment, timeout=0, as_subflow=True, idempotency_key=f"{parent}-{key}", parameters=parameters,
+        flow_run_name=name))
     return run.id
 
 
-def wait_for_runs(ids: list[UUID], on_final: Callable[[FlowRun], bool | None]) -> None:
-    """Poll until every run is final, calling ``on_final(run)`` once per run as it ends; stop
-    early when ``on_final`` returns False (the runs still pending are left as they are)."""
+def wait_for_runs(ids: list[UUID], on_final: Callable[[FlowRun], Any]) -> None:
+    """Poll until every run is final, calling ``on_final(run)`` once per run as it ends. It may
+    return False to stop early (the runs still pending are left as they are) or a list of new run
+    ids to wait for as well (a batch run again). Polls survive a busy API (with_api_retries)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -41,14 +45,17 @@ def wait_for_runs(ids: list[UUID], on_final: Callable[[FlowRun], bool | None]) -
         while pending:
             time.sleep(POLL_S)
             page = pending[:API_PAGE]
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)),
-                                         limit=len(page))
+            runs = with_api_retries("reading child flow runs", lambda page=page: client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)))
             for run in runs:
                 if run.state is None or not run.state.is_final():
                     continue
                 pending.remove(run.id)
-                if on_final(run) is False:
+                answer = on_final(run)
+                if answer is False:
                     return
+                if answer:
+                    pending.extend(answer)
 
 
 def cancel_runs(ids: list[UUID], reason: str, wait_s: float = 120) -> dict[UUID, str]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.child_runs import start_child_run, wait_for_runs
 from stablerep.config import SynthesisConfig
+from stablerep.shards.lease import writer_lease
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
 from tasks.synthesis import plan_shards, publish_dataset, synthesize_shards, write_manifest
@@ -48,6 +49,9 @@ class DatasetRequest(BaseModel):
     shard_deployment: str = Field("synthesize-shards/gpu", description="for fan_out=deployment")
     batch_timeout_s: float | None = Field(None, gt=0, description="kill a shard batch after this long")
     executor: Literal["subprocess", "inline"] = Field("subprocess", description="inline: in the flow's process")
+    batch_attempts: int = Field(3, ge=1, description="runs of a batch whose flow run crashed or failed "
+                                "(fan_out=deployment)")
+    lease_wait_s: float = Field(0, ge=0, description="wait this long for another build of the same root")
 
     @model_validator(mode="after")
     def _devices(self) -> DatasetRequest:
@@ -61,8 +65,9 @@ def _batches(indices: list[int], size: int) -> list[list[int]]:
 
 
 def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
-                   progress: ShardProgress) -> list[str]:
-    """Keep up to ``concurrency`` batches running, each on its own device; returns failures."""
+                   progress: ShardProgress) -> tuple[list[str], int]:
+    """Keep up to ``concurrency`` batches running, each on its own device; returns (failures, 0):
+    a failed batch is retried by its task's own retry policy, never run again here."""
     devices = list(request.devices or [None] * request.concurrency)[:request.concurrency]
     free, queue, running, failed = list(devices), list(batches), {}, []
     while queue or running:
@@ -80,32 +85,63 @@ def _fan_out_local(request: DatasetRequest, batches: list[list[int]], images: di
             progress.add(sum(images[i] for i in batch))
         else:
             failed.append(f"shards {batch}: {state.message or state.name}")
-    return failed
+    return failed, 0
 
 
 def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], images: dict[int, int],
-                        progress: ShardProgress) -> list[str]:
-    """One flow run of the shard deployment per batch; wait for all, counting commits as they land."""
-    runs = {}
-    for batch in batches:
-        run_id = start_child_run(request.shard_deployment, key=f"{batch[0]}-{batch[-1]}", parameters={
+                        progress: ShardProgress) -> tuple[list[str], int]:
+    """One flow run of the shard deployment per batch; wait for all, counting commits as they land.
+
+    A batch whose flow run Crashed (its process or host died; a lost host is marked Crashed by the
+    stack's missing-heartbeat automation) or Failed (its task's retries spent, or the engine lost
+    the API) runs again, up to ``batch_attempts`` runs in all: the new run skips the shards the
+    earlier ones committed. A cancelled batch is not run again. API calls survive a busy server
+    (child_runs retries them). Returns (failures, batches run again)."""
+    logger = get_run_logger()
+
+    def submit(batch: list[int], attempt: int):
+        # the key holds the attempt: a repeated call after a lost response returns the same run
+        return start_child_run(request.shard_deployment, key=f"{batch[0]}-{batch[-1]}-{attempt}", parameters={
             "root": request.root, "synthesis": request.synthesis.model_dump(mode="json"), "shards": batch,
             "batch_timeout_s": request.batch_timeout_s})
-        runs[run_id] = batch
-    failed = []
 
-    def count(run) -> None:
-        batch = runs[run.id]
-        if run.state.is_completed():
+    runs = {submit(batch, 1): (batch, 1) for batch in batches}
+    failed: list[str] = []
+    reruns = 0
+
+    def on_final(run):
+        nonlocal reruns
+        state = run.state
+        batch, attempt = runs.pop(run.id)
+        if state.is_completed():
             progress.add(sum(images[i] for i in batch))
-        else:
-            failed.append(f"shards {batch}: flow run {run.id} {run.state.name}")
+            return None
+        if (state.is_crashed() or state.is_failed()) and attempt < request.batch_attempts:
+            logger.warning("shards %s: flow run %s %s (%s); running the batch again (run %d of %d)",
+                           batch, run.id, state.name, (state.message or "no message")[:300], attempt + 1,
+                           request.batch_attempts)
+            again = submit(batch, attempt + 1)
+            runs[again] = (batch, attempt + 1)
+            reruns += 1
+            return [again]
+        failed.append(f"shards {batch}: flow run {run.id} {state.name} after {attempt} run(s)")
+        return None
 
-    wait_for_runs(list(runs), count)
-    return failed
+    wait_for_runs(list(runs), on_final)
+    return failed, reruns
 
 
 def run_build(request: DatasetRequest) -> dict[str, Any]:
+    """The build, holding the dataset root's writer lease from the first caption to the manifest:
+    a second build of the same root waits ``lease_wait_s`` for it, then fails naming this run."""
+    from prefect.runtime import flow_run
+
+    with writer_lease(request.root, f"{flow_run.flow_name} flow run {flow_run.name}", run=str(flow_run.id),
+                      wait_s=request.lease_wait_s):
+        return _build(request)
+
+
+def _build(request: DatasetRequest) -> dict[str, Any]:
     logger = get_run_logger()
     added = None
     if request.captions is not None:
@@ -119,14 +155,14 @@ def run_build(request: DatasetRequest) -> dict[str, Any]:
     progress = ShardProgress(plan["total_images"], plan["done_images"], f"dataset {request.root}")
     batches = _batches(pending, request.shards_per_task)
     fan_out = _fan_out_deployment if request.fan_out == "deployment" else _fan_out_local
-    failed = fan_out(request, batches, images, progress) if batches else []
+    failed, reruns = fan_out(request, batches, images, progress) if batches else ([], 0)
     if failed:
         raise RuntimeError(f"{len(failed)} shard batch(es) failed after retries; committed shards are kept and "
                            f"a rerun redoes only these: {'; '.join(failed[:5])}")
     manifest = write_manifest(request.root, request.synthesis)
     publish_dataset(request.root)
     return {"root": request.root, "captions_added": added, "shards_written": sum(map(len, batches)),
-            "shards": len(plan["shards"]), **manifest}
+            "shards": len(plan["shards"]), "batches": len(batches), "batches_rerun": reruns, **manifest}
 
 
 @flow(name="build-dataset", log_prints=True)

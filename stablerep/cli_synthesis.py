@@ -56,7 +56,7 @@ def synthesize(
             chosen = sorted({int(part) for part in shards.split(",") if part.strip()})
         except ValueError:
             raise ValueError(f"--shards takes comma-separated shard numbers, got {shards!r}") from None
-    result = build_dataset(captions, out, cfg, create_backend(cfg), shards=chosen)
+    result = build_dataset(captions, out, cfg, create_backend(cfg), shards=chosen, owner="stablerep synthesize")
     typer.echo(json.dumps({"root": out, "written": result.written, "skipped": result.skipped,
                            "totals": result.manifest.get("totals")}))
 

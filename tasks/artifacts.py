@@ -39,8 +39,15 @@ class ShardProgress:
         return f"{self.description}: {self.done:,} / {self.total:,} images committed"
 
     def add(self, images: int) -> None:
+        """Count ``images`` in; a busy API skips this update (the next one carries the total)."""
+        from tasks.retry import is_transient_api_error
+
         self.done = min(self.total, self.done + images)
-        update_progress_artifact(self.id, progress=self.percent, description=self._text())
+        try:
+            update_progress_artifact(self.id, progress=self.percent, description=self._text())
+        except Exception as exc:
+            if not is_transient_api_error(exc):
+                raise
 
 
 def png_markdown(title: str, png: bytes, caption: str = "") -> str:

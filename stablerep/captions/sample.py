@@ -24,6 +24,7 @@ from stablerep import storage
 from stablerep.captions.normalize import CaptionFilter, caption_id, normalize_caption
 from stablerep.captions.sources import CaptionSourceError, read_captions
 from stablerep.shards.layout import read_parquet_bytes
+from stablerep.shards.lease import writer_lease
 
 RESERVED = ("caption_id", "caption")
 
@@ -122,17 +123,25 @@ def _to_table(rows: list[tuple[int, int, str, dict[str, Any]]]) -> pa.Table:
 
 
 def write_captions(root: str, result: SampleResult) -> str:
-    """Write ROOT/captions.parquet (one PUT) then ROOT/captions.json (statistics)."""
+    """Write ROOT/captions.parquet (one PUT) then ROOT/captions.json (statistics), holding the
+    root's writer lease."""
     url = storage.join(root, "captions.parquet")
-    storage.write_bytes(url, _parquet_bytes(result.table))
-    storage.write_bytes(storage.join(root, "captions.json"), json.dumps(result.stats, indent=2).encode())
+    with writer_lease(root, "a caption sample"):
+        storage.write_bytes(url, _parquet_bytes(result.table))
+        storage.write_bytes(storage.join(root, "captions.json"), json.dumps(result.stats, indent=2).encode())
     return url
 
 
 def merge_captions(root: str, table: pa.Table) -> int:
     """Append the rows of ``table`` whose caption ids ROOT/captions.parquet lacks, keeping the
     existing rows and their order (shard plans refer to row positions). Returns how many were
-    added; writes nothing when there are none."""
+    added; writes nothing when there are none. Holds the root's writer lease, so two builds that
+    append at once both land."""
+    with writer_lease(root, "a caption append"):
+        return _merge_captions(root, table)
+
+
+def _merge_captions(root: str, table: pa.Table) -> int:
     url = storage.join(root, "captions.parquet")
     if not storage.exists(url):
         storage.write_bytes(url, _parquet_bytes(table))

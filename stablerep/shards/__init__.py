@@ -1,6 +1,7 @@
 """Parquet shards on any fsspec URL: writer with commit marks, manifest, verification, readers."""
 
 from stablerep.shards.layout import SHARD_SCHEMA, captions_url, manifest_url, mark_url, shard_url
+from stablerep.shards.lease import LeaseHeld, LeaseLost, WriterLease, read_lease, writer_lease
 from stablerep.shards.manifest import (
     VerifyReport,
     config_hash,
@@ -15,8 +16,11 @@ from stablerep.shards.writer import ImageRecord, ShardError, committed_mark, wri
 __all__ = [
     "SHARD_SCHEMA",
     "ImageRecord",
+    "LeaseHeld",
+    "LeaseLost",
     "ShardError",
     "VerifyReport",
+    "WriterLease",
     "captions_url",
     "committed_mark",
     "config_hash",
@@ -24,9 +28,11 @@ __all__ = [
     "manifest_url",
     "mark_url",
     "package_versions",
+    "read_lease",
     "read_manifest",
     "shard_url",
     "verify_dataset",
     "write_manifest",
     "write_shard",
+    "writer_lease",
 ]

@@ -13,6 +13,7 @@ generated, with both queues bounded and results kept in request order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from stablerep.shards import (
     write_shard,
 )
 from stablerep.shards.layout import captions_url, manifest_url
+from stablerep.shards.lease import LeaseHeld, writer_lease
 from stablerep.synthesis.base import IMAGE_FORMATS, Backend, GenerationRequest, encode_image
 
 PLAN_FILE = "plan.json"
@@ -114,10 +116,9 @@ def _ids_digest(captions: list[tuple[int, str]]) -> str:
     return hashlib.sha256(b"".join(cid.to_bytes(8, "little", signed=True) for cid, _ in captions)).hexdigest()
 
 
-def load_plan(root: str, cfg: SynthesisConfig) -> list[ShardPlan]:
-    """The shard plan of dataset ``root``: its persisted plan (ROOT/plan.json) extended with new
-    shards for captions appended to captions.parquet since. Planned shards never change, so adding
-    captions never touches a committed shard."""
+def _extended_plan(root: str, cfg: SynthesisConfig) -> tuple[list[ShardPlan], dict[str, Any] | None]:
+    """The shard plan with shards for captions appended since it was saved, and the plan to save
+    (None when it already covers every caption)."""
     table = load_captions(root)
     captions = list(zip(table.column("caption_id").to_pylist(), table.column("caption").to_pylist(), strict=True))
     if not captions:
@@ -132,18 +133,47 @@ def load_plan(root: str, cfg: SynthesisConfig) -> list[ShardPlan]:
     if planned > len(captions) or _ids_digest(captions[:planned]) != plan["ids_sha256"]:
         raise ValueError(f"{captions_url(root)} no longer starts with the {planned} captions {url} planned "
                          "(captions may only be appended); write to a new dataset root")
+    grown = None
     if planned < len(captions):
+        grown = {**plan, "bounds": list(plan["bounds"])}
         for start in range(planned, len(captions), cfg.captions_per_shard):
-            plan["bounds"].append([start, min(start + cfg.captions_per_shard, len(captions))])
-        plan.update(rows=len(captions), ids_sha256=_ids_digest(captions))
-        storage.write_bytes(url, json.dumps(plan).encode())
-    return [ShardPlan(i, tuple(captions[a:b])) for i, (a, b) in enumerate(plan["bounds"])]
+            grown["bounds"].append([start, min(start + cfg.captions_per_shard, len(captions))])
+        grown.update(rows=len(captions), ids_sha256=_ids_digest(captions))
+    return [ShardPlan(i, tuple(captions[a:b])) for i, (a, b) in enumerate((grown or plan)["bounds"])], grown
+
+
+def load_plan(root: str, cfg: SynthesisConfig) -> list[ShardPlan]:
+    """The shard plan of dataset ``root``: its persisted plan (ROOT/plan.json) extended with new
+    shards for captions appended to captions.parquet since. Planned shards never change, so adding
+    captions never touches a committed shard. Extending the plan takes the root's writer lease."""
+    plans, grown = _extended_plan(root, cfg)
+    if grown is None:
+        return plans
+    with writer_lease(root, "a shard plan extension"):
+        plans, grown = _extended_plan(root, cfg)  # again: another writer may have extended it meanwhile
+        if grown is not None:
+            storage.write_bytes(storage.join(root, PLAN_FILE), json.dumps(grown).encode())
+        return plans
 
 
 def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Backend,
-                  progress: bool = True, shards: list[int] | None = None) -> BuildResult:
+                  progress: bool = True, shards: list[int] | None = None, owner: str = "a dataset build",
+                  run: str | None = None) -> BuildResult:
     """Synthesise every planned shard of ``captions_root`` into ``out_root`` (or only ``shards``),
-    then write the manifest when every planned shard is committed."""
+    then write the manifest when every planned shard is committed.
+
+    A whole build holds the root's writer lease (see stablerep.shards.lease) from start to end, so
+    a second build of the same root waits or fails naming this one (``owner``, ``run``). A batch
+    (``shards`` given) runs beside the build that planned it: it takes the lease only to append
+    captions or extend the plan, and writes the manifest only when the lease is free."""
+    if shards is not None:
+        return _build(captions_root, out_root, cfg, backend, progress, shards)
+    with writer_lease(out_root, owner, run=run):
+        return _build(captions_root, out_root, cfg, backend, progress, None)
+
+
+def _build(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Backend, progress: bool,
+           shards: list[int] | None) -> BuildResult:
     if captions_root.rstrip("/") != out_root.rstrip("/"):
         merge_captions(out_root, load_captions(captions_root))
     plans = load_plan(out_root, cfg)
@@ -153,8 +183,13 @@ def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backe
     with tqdm(total=total, desc=f"synthesize ({backend.name})", unit="img",
               disable=None if progress else True) as bar:
         _synthesize_overlapped(out_root, chosen, backend, cfg, result, bar.update)
-    if shards is None or set(p.index for p in plans) <= set(result.written + result.skipped):
+    if shards is None:
         result.manifest = finish_dataset(out_root, plans, cfg, backend.lineage())
+    elif set(p.index for p in plans) <= set(result.written + result.skipped):
+        # a batch of a larger build: the build that holds the root writes the manifest when its
+        # batches are in (LeaseHeld), or already planned more shards than this batch knows (ShardError)
+        with contextlib.suppress(LeaseHeld, ShardError):
+            result.manifest = finish_dataset(out_root, plans, cfg, backend.lineage(), wait_s=0)
     return result
 
 
@@ -185,11 +220,21 @@ def _synthesize_overlapped(root: str, plans: list[ShardPlan], backend: Backend, 
 
 
 def finish_dataset(root: str, plans: list[ShardPlan], cfg: SynthesisConfig,
-                   lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+                   lineage: dict[str, Any] | None = None, wait_s: float | None = None) -> dict[str, Any]:
     """Write the manifest over every planned shard (each must be committed), unless the existing
     manifest already lists exactly these shards for this request: an unchanged rerun writes nothing.
-    Without ``lineage``, the newest shard's mark gives it (so no backend is needed here)."""
+    Without ``lineage``, the newest shard's mark gives it (so no backend is needed here). Runs
+    under the root's writer lease (waiting up to ``wait_s`` for another holder)."""
+    with writer_lease(root, "a manifest update", wait_s=wait_s):
+        return _finish(root, plans, cfg, lineage)
+
+
+def _finish(root: str, plans: list[ShardPlan], cfg: SynthesisConfig, lineage: dict[str, Any] | None) -> dict[str, Any]:
     chash = config_hash(cfg.hashed())
+    saved = json.loads(storage.read_bytes(storage.join(root, PLAN_FILE)))["bounds"]
+    if len(saved) != len(plans):  # another build extended the plan since these shards were planned
+        raise ShardError(f"{root}: the shard plan has {len(saved)} shards, not the {len(plans)} this run planned "
+                         "(captions were appended meanwhile); run the build again to finish it")
     if lineage is None:
         mark = committed_mark(root, plans[-1].index, chash) if plans else None
         if mark is None:

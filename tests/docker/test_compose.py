@@ -34,6 +34,7 @@ def compose_stack(engine, tmp_path_factory):
     env.update({k: str(v) for k, v in ports.items()})
     env.update(DOCKER_SOCKET=env["DOCKER_HOST"].removeprefix("unix://"), STACK_DOCKER_GPUS="none",
                POSTGRES_PASSWORD="compose-db-password-7f3a", AWS_ACCESS_KEY_ID="compose-key",
+               PREFECT_API_AUTH_STRING="stablerep:compose-api-password-5e1d",
                AWS_SECRET_ACCESS_KEY="compose-s3-secret-91c2")
     project = [COMPOSE, "-p", "stablerep-test", "-f", str(ROOT / "docker/compose.yaml"),
                "-f", str(ROOT / "docker/compose.local.yaml")]

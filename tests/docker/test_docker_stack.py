@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import S3_BUCKET, S3_SECRET, free_port
+from tests.helpers.stack import api, stack_credentials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,8 @@ def docker_stack(engine, s3_server, tmp_path_factory):
                         timeout=300)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        env.update(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(directory / "home"))
+        env.update(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(directory / "home"),
+                   PREFECT_API_AUTH_STRING=stack_credentials(directory))
         yield {"env": env, "api": env["PREFECT_API_URL"], "dir": directory, "up": up.stdout}
     finally:
         subprocess.run([str(ROOT / "deployments/stack.sh"), "down"], env=env, capture_output=True, timeout=180)
@@ -53,13 +55,7 @@ def docker_stack(engine, s3_server, tmp_path_factory):
 
 
 def _api(stack, path, body=None):
-    import urllib.request
-
-    request = urllib.request.Request(stack["api"] + path, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json"},
-                                     method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    return api(stack["api"], path, body, auth=stack["env"]["PREFECT_API_AUTH_STRING"])
 
 
 def _deploy_run(stack, deployment, request):

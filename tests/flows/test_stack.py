@@ -1,5 +1,6 @@
-"""The real stack: `deployments/stack.sh up` (server, cpu and gpu process workers, deployments),
-a deployment run through the CLI, its state and artifacts through the API, and the UI in Chromium."""
+"""The real stack: `deployments/stack.sh up` (server with basic auth, cpu and gpu process workers,
+deployments), a deployment run through the CLI, its state and artifacts through the API, and the UI
+in Chromium (signed in)."""
 
 import contextlib
 import json
@@ -8,12 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
+from tests.helpers.stack import SignedInChromium, api, stack_credentials
+from tests.helpers.stack import descendants as _descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-output"
@@ -34,26 +36,17 @@ def stack(tmp_path_factory):
                         timeout=300)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        env.update(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(directory / "home"))
-        yield {"env": env, "api": env["PREFECT_API_URL"], "ui": f"http://127.0.0.1:{port}"}
+        env.update(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(directory / "home"),
+                   PREFECT_API_AUTH_STRING=stack_credentials(directory))
+        yield {"env": env, "api": env["PREFECT_API_URL"], "ui": f"http://127.0.0.1:{port}",
+               "auth": env["PREFECT_API_AUTH_STRING"]}
     finally:
         subprocess.run([str(ROOT / "deployments/stack.sh"), "down"], env=env, capture_output=True, timeout=120)
         assert not any((directory / f"{name}.pid").exists() for name in ("server", "worker-cpu", "worker-gpu"))
 
 
 def _api(stack, path, body=None):
-    request = urllib.request.Request(stack["api"] + path, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json"}, method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _chromium(url, *args):
-    profile = SCREENSHOTS / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--window-size=1400,1400", "--virtual-time-budget=20000", *args, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    return api(stack["api"], path, body, auth=stack["auth"])
 
 
 def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack, tmp_path):
@@ -79,31 +72,15 @@ def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack,
         pytest.skip("no chromium on this machine: the API checks passed, the UI check needs `apt-get install chromium`")
     SCREENSHOTS.mkdir(exist_ok=True)
     report = next(a for a in artifacts if a["key"] == "evaluation-report")
-    page = f"{stack['ui']}/artifacts/artifact/{report['id']}"
-    dom = _chromium(page, "--dump-dom")
-    assert "Probe accuracies" in dom and "random_init" in dom and "data:image/png;base64" in dom
-    shot = SCREENSHOTS / "ui-evaluation-report.png"
-    _chromium(page, f"--screenshot={shot}")
-    assert shot.stat().st_size > 20_000
-    run_page = _chromium(f"{stack['ui']}/runs/flow-run/{flow_run_id}", "--dump-dom")
-    assert "offline-demo" in run_page and "Completed" in run_page
-
-
-def _descendants(pid):
-    """pid and every process below it (children in other sessions included), from /proc."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+    with SignedInChromium(CHROMIUM, SCREENSHOTS / "chromium-profile", stack["ui"], stack["auth"]) as browser:
+        page = f"{stack['ui']}/artifacts/artifact/{report['id']}"
+        dom = browser.dom_when(page, "Probe accuracies", "random_init", "data:image/png;base64")
+        assert "Probe accuracies" in dom and "random_init" in dom and "data:image/png;base64" in dom
+        shot = SCREENSHOTS / "ui-evaluation-report.png"
+        browser.screenshot(shot)
+        assert shot.stat().st_size > 20_000
+        run_page = browser.dom_when(f"{stack['ui']}/runs/flow-run/{flow_run_id}", "offline-demo", "Completed")
+        assert "offline-demo" in run_page and "Completed" in run_page
 
 
 def test_a_killed_flow_run_is_marked_crashed_and_a_rerun_resumes(stack, tmp_path):
