@@ -101,16 +101,30 @@ def test_bad_parameters_fail_before_any_work(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_pipeline_flow_trains_and_compares(tmp_path):
+def test_pipeline_flow_gives_the_cli_demo_s_figures(tmp_path):
+    """The pipeline flow (training in child processes, as the offline-demo deployment runs it) and
+    `stablerep demo` on the same settings: the same datasets, and every figure of every seed equal."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from flows.pipeline import stablerep_pipeline
     from stablerep.demo import DemoConfig
 
-    out = str(tmp_path / "pipe")
-    cfg = DemoConfig(captions=32, steps=15, probe_per_class=8, probe_test_per_class=8, captions_per_shard=16,
-                     methods=["stablerep", "simclr"], seeds=[0, 1], images_per_step=16)
-    summary = stablerep_pipeline(out, cfg, launcher="inline")
+    settings = {"captions": 32, "steps": 15, "probe_per_class": 8, "probe_test_per_class": 8,
+                "captions_per_shard": 16, "methods": ["stablerep", "simclr"], "seeds": [0, 1], "images_per_step": 16}
+    flow_out, cli_out = tmp_path / "pipe", tmp_path / "cli"
+    summary = stablerep_pipeline(str(flow_out), DemoConfig(**settings), launcher="subprocess")
+    cli = subprocess.run([str(Path(sys.executable).parent / "stablerep"), "demo", "--out", str(cli_out),
+                          *[a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]],
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    demo = json.loads((cli_out / "summary.json").read_text())
     assert set(summary["linear_probe"]) == {"stablerep", "simclr", "supervised", "random_init"}
-    assert set(summary["ci95"]["linear_probe"]) == set(summary["linear_probe"])
-    assert all(0 <= v <= 1 for v in summary["knn"].values())
-    saved = json.loads(storage.read_bytes(f"{out}/summary.json"))
-    assert saved["settings"]["steps"] == 15 and (tmp_path / "pipe" / "results.png").stat().st_size > 1000
+    for kind in ("synthetic", "real"):
+        assert read_manifest(str(flow_out / kind))["shards"] == read_manifest(str(cli_out / kind))["shards"]
+    saved = json.loads(storage.read_bytes(f"{flow_out}/summary.json"))
+    for metric in ("linear_probe", "knn", "few_shot_5way_5shot"):
+        assert saved["per_seed"][metric] == demo["per_seed"][metric], metric
+        assert summary[metric] == demo[metric], metric
+    assert saved["by_label"] == demo["by_label"] and (flow_out / "results.png").stat().st_size > 1000
