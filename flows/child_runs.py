@@ -54,7 +54,7 @@ def wait_for_runs(ids: list[UUID], on_final: Callable[[FlowRun], Any]) -> None:
                 answer = on_final(run)
                 if answer is False:
                     return
-                if answer:
+                if isinstance(answer, list):
                     pending.extend(answer)
 
 
