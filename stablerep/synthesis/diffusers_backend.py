@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from stablerep.devices import resolve_device
 from stablerep.errors import StableRepError
 from stablerep.synthesis.base import GenerationRequest
 from stablerep.synthesis.speed import SpeedSettings, apply_speed_settings, tensor_to_pil
-from stablerep.training.precision import resolve_device
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
               "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
