@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch and torchvision first, as the pair that imports together
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,docker]'
+	$(BIN)/python -m pip install -q -e '.[test,docker,orchestration]'
 	touch $(STAMP)
 
 lint: setup

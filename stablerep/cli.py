@@ -33,7 +33,7 @@ captions_app.command("procedural")(captions_procedural)
 @config_app.command("show")
 @friendly_errors
 def config_show(
-    name: Annotated[str, typer.Argument(help="preset name (configs/NAME.yaml) or a YAML path")],
+    name: Annotated[str, typer.Argument(help="preset name (stablerep/presets/NAME.yaml; see `config list`) or a YAML path")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.steps=10")] = None,
 ) -> None:
     """Print the resolved config (defaults filled in, lr derived) as JSON."""

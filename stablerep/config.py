@@ -1,4 +1,4 @@
-"""Pydantic configuration for every stage, with YAML presets under ``configs/``.
+"""Pydantic configuration for every stage; YAML presets ship in the package (``stablerep/presets/``).
 
 A run's *resolved* config (defaults filled in, overrides applied, derived values such as the
 learning rate computed) is written next to its outputs so the run can be reproduced.
@@ -19,7 +19,8 @@ Method = Literal["stablerep", "stablerep_plus", "simclr", "clip", "supervised"]
 Attribute = Literal["shape", "colour"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Package data: installed with the library, so a preset name works wherever stablerep is installed.
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class _Strict(BaseModel):
