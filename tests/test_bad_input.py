@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs the CLI in a child process
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = ("manifest.json", "summary.json", "checkpoints/latest.json", "captions.parquet")
 

@@ -7,6 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # builds a wheel with pip and imports it in a child process
+
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.name for p in (ROOT / "stablerep" / "presets").glob("*.yaml"))
 

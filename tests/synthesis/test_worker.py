@@ -99,6 +99,7 @@ def test_config_hash_ignores_batch_size_and_device():
     assert resolve_native_defaults(_cfg(backend="tiny")).hashed()["guidance"] == 2.0
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_cli_synthesize_with_the_tiny_backend(tmp_path, captions_root, tiny_sd):
     env = {**os.environ, "STABLEREP_CACHE": str(tiny_sd.parent)}
     proc = subprocess.run([sys.executable, "-m", "stablerep", "synthesize", "--captions", captions_root,
