@@ -160,8 +160,9 @@ def needs_a_server(item) -> bool:
 
 
 # In-process tests that take longer than the fast loop allows, measured with `--durations`
-# on 2 shared cores (load average about 4): the reduced demo over 600 s, a tiny-ViT run 68 s, the
-# SimCLR run behind the suite test 66 s + 11 s, an exact resume 27 s. `make test` runs them.
+# on 2 shared cores (load average about 4): the reduced demo over 600 s (125 s alone, load 1.5),
+# a tiny-ViT run 68 s, the SimCLR run behind the suite test 66 s + 11 s, an exact resume 27 s.
+# `make test` runs them.
 MEASURED_SLOW = {
     "tests/test_demo.py::test_reduced_demo_learns_and_reports_intervals",
     "tests/training/test_loop.py::test_tiny_vit_run_lowers_the_loss",
