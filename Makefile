@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup test lint demo bench clean up down
+.PHONY: setup test check lint demo bench clean up down
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch and torchvision first, as the pair that imports together
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,docker]'
+	$(BIN)/python -m pip install -q -e '.[test,docker,orchestration]'
 	touch $(STAMP)
 
 lint: setup
@@ -24,6 +24,11 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast loop: lint + the tests that start no server and no child process (those are marked
+# integration, or slow; a test of the fast set that starts a subprocess fails, naming the marker).
+check: setup lint
+	STABLEREP_FAST_CHECK=1 $(BIN)/python -m pytest -m "not slow and not integration and not gpu" $(PYTEST_ARGS)
 
 # The offline end-to-end run on the embedded defaults: procedural captions -> procedural synthesis
 # (K images per caption, and one "real" render per caption from a separate seed stream) -> Parquet

@@ -31,12 +31,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from stablerep.data.eval_datasets import load_labelled
+from stablerep.devices import autocast, resolve_device, resolve_dtype
 from stablerep.evaluation.encoders import RunEncoder
 from stablerep.evaluation.features import encode_split
 from stablerep.evaluation.linear_probe import sgd_probe
 from stablerep.evaluation.transforms import EvalTransform
 from stablerep.models import create_model
-from stablerep.training.precision import autocast, resolve_device, resolve_dtype
 
 IMAGENET = 1_281_167
 

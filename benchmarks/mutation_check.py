@@ -128,7 +128,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("stablerep/data/augment.py", "< self.cfg.downsample_p", "< 2 * self.cfg.downsample_p"),
     ), (f"{T_AUGMENT}::test_each_augmentation_fires_with_its_probability[downsample-0.05]",)),
     Mutation("checkpoint: sha256 no longer verified (size only)", (
-        ("stablerep/training/checkpoint.py",
+        ("stablerep/checkpoint.py",
          'if len(blob) != meta["bytes"] or hashlib.sha256(blob).hexdigest() != meta["sha256"]:',
          'if len(blob) != meta["bytes"]:'),
     ), ("tests/training/test_loop.py::test_corrupted_checkpoint_is_refused",)),

@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import ResultFile, peak_bf16, sync  # noqa: E402
 from sd_models import build_sd15_random, count_flops_per_image  # noqa: E402
 
+from stablerep.devices import resolve_device  # noqa: E402
 from stablerep.seeding import image_seed  # noqa: E402
 from stablerep.synthesis import GenerationRequest  # noqa: E402
 from stablerep.synthesis.diffusers_backend import DiffusersBackend, load_pipeline, pipeline_dtype  # noqa: E402
 from stablerep.synthesis.tiny import tiny_pipeline_path  # noqa: E402
-from stablerep.training.precision import resolve_device  # noqa: E402
 from stablerep.world import procedural_captions  # noqa: E402
 
 

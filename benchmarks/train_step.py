@@ -38,11 +38,11 @@ from results_io import ResultFile, peak_bf16, sync  # noqa: E402
 from stablerep.config import AugmentConfig, LossConfig, ModelConfig  # noqa: E402
 from stablerep.data import RandomCaptionBatches  # noqa: E402
 from stablerep.data.augment import BatchPhotometric  # noqa: E402
+from stablerep.devices import resolve_device, resolve_dtype  # noqa: E402
 from stablerep.losses import create_loss  # noqa: E402
 from stablerep.models import create_model  # noqa: E402
 from stablerep.training.loop import prepare_batch  # noqa: E402
 from stablerep.training.optim import build_optimizer, param_groups  # noqa: E402
-from stablerep.training.precision import resolve_device, resolve_dtype  # noqa: E402
 from stablerep.training.step import train_step  # noqa: E402
 
 

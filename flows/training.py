@@ -27,7 +27,7 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: str = Field(description="shard dataset root (local or s3://)")
     run_dir: str = Field(description="run directory: config, metrics, checkpoints")
-    preset: str = Field("tiny_cpu", description="configs/NAME.yaml or a YAML path")
+    preset: str = Field("tiny_cpu", description="a preset name (stablerep/presets/NAME.yaml) or a YAML path")
     overrides: list[str] = Field(default_factory=list, description="key=value, e.g. loss.method=simclr")
     launcher: Literal["subprocess", "torchrun", "inline"] = "subprocess"
     nproc_per_node: int = Field(1, ge=1, description="torchrun ranks (GPUs) on each node")

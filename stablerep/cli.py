@@ -33,7 +33,7 @@ captions_app.command("procedural")(captions_procedural)
 @config_app.command("show")
 @friendly_errors
 def config_show(
-    name: Annotated[str, typer.Argument(help="preset name (configs/NAME.yaml) or a YAML path")],
+    name: Annotated[str, typer.Argument(help="preset name (stablerep/presets/NAME.yaml; see `config list`) or a YAML path")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. train.steps=10")] = None,
 ) -> None:
     """Print the resolved config (defaults filled in, lr derived) as JSON."""
@@ -78,16 +78,18 @@ def train(
                                       seed=run.train.seed, rank=rank, world_size=world)
     else:
         from stablerep.data.shards import build_shard_batches
-        from stablerep.training.precision import resolve_device
+        from stablerep.devices import resolve_device
+        from stablerep.models import create_tokenizer_for_run
 
         pin = resolve_device(run.train.device).type == "cuda"
-        source = build_shard_batches(data, run, rank, world, pin_memory=pin)
+        source = build_shard_batches(data, run, rank, world, pin_memory=pin,
+                                     tokenizer=create_tokenizer_for_run(run))
     result = run_training(run, source, out, resume=resume)
     # One summary line per node (its local rank 0), so every node's launcher gets one. Only rank 0
     # saves checkpoints; the others read the pointer it wrote before the last barrier. (The process
     # group is gone by now, so ranks come from torchrun's environment.)
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        from stablerep.training.checkpoint import latest_checkpoint
+        from stablerep.checkpoint import latest_checkpoint
 
         checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(out)
         typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,

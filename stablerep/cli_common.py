@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -14,11 +16,38 @@ class UserError(Exception):
     """An error to show as one line, without a traceback."""
 
 
+# pydantic adds the member of a union it tried to a location (("compile", "bool")); readers want
+# the field, so such tags are dropped from the path shown.
+_UNION_TAG = re.compile(r"^(bool|int|float|str|none|dict|list|[\w-]+\[.*\])$")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _choices(expected: str) -> list[str]:
+    """pydantic's "'a', 'b' or 'c'" -> ["a", "b", "c"]."""
+    return [part.strip().strip("'") for part in re.split(r", | or ", expected) if part.strip()]
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    """One pydantic error as ``field: what was wrong``, naming the value it refused."""
+    where = ".".join(str(p) for p in error["loc"] if not _UNION_TAG.match(str(p))) or "config"
+    kind, value = error["type"], error.get("input")
+    if kind in ("literal_error", "enum") and error.get("ctx", {}).get("expected"):
+        return f"{where}: {_shown(value)} is not one of {', '.join(_choices(error['ctx']['expected']))}"
+    if kind == "missing":
+        return f"{where}: required, and missing"
+    if kind == "extra_forbidden":
+        return f"{where}: unknown field (given {_shown(value)})"
+    return f"{where}: {_shown(value)} refused: {error['msg']}"
+
+
 def format_validation(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    """A ValidationError as one line: the first error, with the value refused, and how many more."""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid config: {where}: {first['msg']}{more}"
+    return f"invalid config: {describe_error(exc.errors()[0])}{more}"
 
 
 def parse_set_options(items: list[str] | None) -> dict:

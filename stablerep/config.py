@@ -1,4 +1,4 @@
-"""Pydantic configuration for every stage, with YAML presets under ``configs/``.
+"""Pydantic configuration for every stage; YAML presets ship in the package (``stablerep/presets/``).
 
 A run's *resolved* config (defaults filled in, overrides applied, derived values such as the
 learning rate computed) is written next to its outputs so the run can be reproduced.
@@ -19,7 +19,8 @@ Method = Literal["stablerep", "stablerep_plus", "simclr", "clip", "supervised"]
 Attribute = Literal["shape", "colour"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Package data: installed with the library, so a preset name works wherever stablerep is installed.
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class _Strict(BaseModel):
@@ -256,11 +257,14 @@ class SynthesisConfig(_Strict):
     images_per_caption: int = Field(10, ge=1, le=1000)
     seed: int = 0
     captions_per_shard: int = Field(100, ge=1)
-    steps: int = Field(50, ge=1, le=1000)
-    guidance: float = Field(2.0, ge=0)
+    steps: int | None = Field(None, ge=1, le=1000,
+                              description="sampler steps; None: the backend's own (diffusers 50, tiny 4)")
+    guidance: float | None = Field(None, ge=0, description="classifier-free guidance; None: the model's "
+                                   "recommendation if it saved one, else the paper's 2.0")
     scheduler: Literal["ddim", "dpm", "euler", "pndm"] = "ddim"
     eta: float = Field(0.0, ge=0, le=1)
-    resolution: int = Field(512, gt=0, description="generation size (px)")
+    resolution: int | None = Field(None, gt=0, description="generation size (px); None: the backend's own "
+                                   "(diffusers: unet sample size x VAE scale factor, 512 for SD v1.5)")
     negative_prompt: str | None = None
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     safety_checker: bool = False
@@ -276,12 +280,22 @@ class SynthesisConfig(_Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> SynthesisConfig:
-        if self.backend != "procedural" and self.resolution % 8:
+        if self.backend != "procedural" and self.resolution is not None and self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 for diffusion models, got {self.resolution}")
         return self
 
+    def native_fields(self) -> tuple[str, ...]:
+        """The fields that None leaves to the backend (procedural has no steps or guidance)."""
+        return ("resolution",) if self.backend == "procedural" else ("resolution", "steps", "guidance")
+
     def hashed(self) -> dict[str, Any]:
-        """The fields that define the dataset (for its config hash and manifest)."""
+        """The fields that define the dataset (for its config hash and manifest). Unset backend
+        settings must be resolved first (stablerep.synthesis.resolve_native_defaults), so that the
+        hash records the values the images were made with."""
+        unset = [k for k in self.native_fields() if getattr(self, k) is None]
+        if unset:
+            raise ValueError(f"synthesis config: {', '.join(unset)} not resolved to the backend's own; "
+                             "call stablerep.synthesis.resolve_native_defaults first")
         out = self.model_dump(mode="json", exclude={"batch_size", "device", "allow_download", "compile", "fuse_qkv"})
         if self.backend == "procedural":
             for key in ("model", "revision", "steps", "guidance", "scheduler", "eta", "negative_prompt",

@@ -20,8 +20,9 @@ from tasks.subprocess_run import run_stablerep
 def plan_shards(root: str, cfg: SynthesisConfig) -> dict[str, Any]:
     """The dataset's shard plan (extended for appended captions) and which shards still need work."""
     from stablerep.shards import committed_mark, config_hash
-    from stablerep.synthesis import load_plan
+    from stablerep.synthesis import load_plan, resolve_native_defaults
 
+    cfg = resolve_native_defaults(cfg)  # the hash records the backend's own settings where unset
     plans = load_plan(root, cfg)
     chash = config_hash(cfg.hashed())
     pending = [p.index for p in plans if committed_mark(root, p.index, chash) is None]

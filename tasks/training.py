@@ -71,9 +71,11 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
     """
     if launcher == "inline":
         from stablerep.data.shards import build_shard_batches
+        from stablerep.models import create_tokenizer_for_run
         from stablerep.training import train
 
-        result = train(run, build_shard_batches(data, run), run_dir, progress=False)
+        batches = build_shard_batches(data, run, tokenizer=create_tokenizer_for_run(run))
+        result = train(run, batches, run_dir, progress=False)
         summary = {"run_dir": run_dir, "steps": result.steps_done, "final_loss": result.final_loss,
                    "checkpoint": result.checkpoint}
     else:
@@ -91,8 +93,8 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
 
 def training_summary(run_dir: str) -> dict[str, Any]:
     """What `stablerep train` reports, read back from a finished run directory."""
+    from stablerep.checkpoint import latest_checkpoint
     from stablerep.plots import read_metrics
-    from stablerep.training.checkpoint import latest_checkpoint
 
     records = read_metrics(run_dir)
     if not records:

@@ -145,11 +145,61 @@ def tiny_sd(tmp_path_factory):
     return tiny_pipeline_path(cache)
 
 
+SERVER_FIXTURES = {"s3_server", "prefect_harness"}
+SERVER_DIRS = ("flows", "docker")
+
+
+def needs_a_server(item) -> bool:
+    """Tests that start SeaweedFS, a Prefect server or Docker: the flow and container tests, and
+    any test using the S3 server (directly, or as the S3 case of ``dataset_root``)."""
+    parts = item.path.relative_to(item.config.rootpath).parts
+    if len(parts) > 2 and parts[0] == "tests" and parts[1] in SERVER_DIRS:
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return bool(SERVER_FIXTURES & set(item.fixturenames)) or params.get("dataset_root") == "s3"
+
+
+# In-process tests that take longer than the fast loop allows, measured with `--durations`
+# on 2 shared cores (load average about 4): the reduced demo over 600 s (125 s alone, load 1.5),
+# a tiny-ViT run 68 s, the SimCLR run behind the suite test 66 s + 11 s, an exact resume 27 s.
+# `make test` runs them.
+MEASURED_SLOW = {
+    "tests/test_demo.py::test_reduced_demo_learns_and_reports_intervals",
+    "tests/training/test_loop.py::test_tiny_vit_run_lowers_the_loss",
+    "tests/training/test_loop.py::test_resume_continues_exactly",
+    "tests/evaluation/test_suite.py::test_trained_encoder_beats_random_init_and_features_are_cached",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` run where CUDA is present and are skipped, with the reason, elsewhere."""
+    """Tests that need a server are marked ``integration`` (beside those marked by hand for their
+    subprocesses) and the measured slow ones ``slow``, so `make check` can leave them out. Tests marked ``gpu`` run where CUDA is
+    present and are skipped, with the reason, elsewhere."""
+    for item in items:
+        if needs_a_server(item):
+            item.add_marker(pytest.mark.integration)
+        if item.nodeid.split("[")[0] in MEASURED_SLOW:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run `pytest -m gpu` on a GPU host)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_subprocess_in_the_fast_loop(request, monkeypatch):
+    """Under `make check` (STABLEREP_FAST_CHECK=1), a test not marked integration or slow that
+    starts a child process fails, naming the marker it needs, so the fast set stays honest."""
+    if os.environ.get("STABLEREP_FAST_CHECK") != "1":
+        return
+    if {"integration", "slow"} & set(request.node.keywords):
+        return
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a subprocess ({args[0] if args else kwargs}): "
+                             "mark it @pytest.mark.integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,6 +26,7 @@ def test_core_source_never_imports_prefect_tasks_or_flows():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+@pytest.mark.integration  # imports the core in a child process
 def test_importing_the_whole_core_loads_no_prefect():
     modules = sorted({".".join(p.relative_to(ROOT).with_suffix("").parts)
                       for p in (ROOT / "stablerep").rglob("*.py") if p.name != "__main__.py"})

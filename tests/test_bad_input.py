@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs the CLI in a child process
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = ("manifest.json", "summary.json", "checkpoints/latest.json", "captions.parquet")
 
@@ -114,3 +115,26 @@ def test_tampered_manifest_is_refused(files, tmp_path, tamper):
         result = _cli(*args, cwd=files)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+REFUSED = {
+    "backend": (["synthesize", "--captions", "caps", "--out", "out", "--backend", "nope"],
+                "error: invalid config: backend: 'nope' is not one of diffusers, tiny, procedural"),
+    "method": (["train", "--out", "out", "--set", "loss.method=byol"],
+               "error: invalid config: loss.method: 'byol' is not one of stablerep, stablerep_plus, simclr, clip, supervised"),
+    "bound": (["synthesize", "--captions", "caps", "--out", "out", "--images-per-caption", "0"],
+              "error: invalid config: images_per_caption: 0 refused: Input should be greater than or equal to 1"),
+    "unknown key": (["train", "--out", "out", "--set", "model.nonsense=7"],
+                    "error: invalid config: model.nonsense: unknown field (given 7)"),
+    "union": (["synthesize", "--captions", "caps", "--out", "out", "--set", "compile=maybe"],
+              "error: invalid config: compile: 'maybe' refused: Input should be a valid boolean"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_a_refused_value_is_named_in_the_error(name, tmp_path):
+    args, expected = REFUSED[name]
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(expected), result.stderr[-500:]
+    assert not (tmp_path / "out").exists()

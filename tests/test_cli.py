@@ -15,6 +15,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd or ROOT, timeout=300)
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_train_then_resume(tmp_path):
     out = tmp_path / "run"
     first = cli("train", "--out", str(out), "--set", "train.steps=3", "--set", "optim.warmup_steps=0")
@@ -33,6 +34,7 @@ def test_train_then_resume(tmp_path):
     (["train", "--out", "X", "--data", "no/such/dataset"], "no dataset at no/such/dataset"),
     (["config", "show", "tiny_cpu", "--set", "oops"], "not of the form"),
 ])
+@pytest.mark.integration  # runs the CLI in a child process
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     proc = cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
@@ -42,6 +44,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert not (tmp_path / "X").exists()  # nothing written
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_corrupted_checkpoint_via_cli(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "--out", str(out), "--set", "train.steps=1", "--set", "optim.warmup_steps=0").returncode == 0
@@ -50,6 +53,7 @@ def test_corrupted_checkpoint_via_cli(tmp_path):
     assert proc.returncode == 2 and "corrupted checkpoint" in proc.stderr
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_config_show_prints_resolved_json():
     proc = cli("config", "show", "vit_b16_paper")
     assert proc.returncode == 0

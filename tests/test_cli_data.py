@@ -50,6 +50,7 @@ def test_captions_sample_to_s3_and_wrong_key(s3_server, tmp_path):
     (b"ok\n\xff bad\n", "line 2: not valid UTF-8"),
     (b"ok\nnul\x00\n", "line 2: contains NUL bytes"),
 ])
+@pytest.mark.integration  # runs the CLI in a child process
 def test_captions_sample_bad_input_writes_nothing(tmp_path, content, message):
     src = tmp_path / "c.txt"
     if content is not None:
@@ -59,6 +60,7 @@ def test_captions_sample_bad_input_writes_nothing(tmp_path, content, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_dataset_verify_and_stats(tmp_path):
     root = tmp_path / "ds"
     write_example_dataset(str(root), n_captions=6, images_per_caption=2, captions_per_shard=3)

@@ -22,12 +22,13 @@ from torchvision.io import ImageReadMode, decode_image
 
 from stablerep import distributed as dist_utils
 from stablerep import storage
-from stablerep.data.augment import seeded_choice
+from stablerep.data.augment import build_geometric, seeded_choice
 from stablerep.errors import ShardError
 from stablerep.methods import get_method
 from stablerep.seeding import mix_seed
 from stablerep.shards.layout import read_parquet_bytes, shard_url
 from stablerep.shards.manifest import read_manifest
+from stablerep.tokenizer import CaptionTokenizer
 from stablerep.world import caption_targets
 
 OPEN_SHARDS = 4
@@ -252,11 +253,12 @@ def iter_images(root: str, columns: list[str] | None = None) -> Iterator[dict[st
 
 
 def build_shard_batches(root: str, run, rank: int | None = None, world_size: int | None = None,
-                        pin_memory: bool = False) -> ShardBatches:
-    """The training batches a :class:`stablerep.config.RunConfig` asks for, from a shard dataset."""
-    from stablerep.data.augment import build_geometric
-    from stablerep.models.text import CaptionTokenizer
+                        pin_memory: bool = False, tokenizer=None) -> ShardBatches:
+    """The training batches a :class:`stablerep.config.RunConfig` asks for, from a shard dataset.
 
+    ``tokenizer`` (captions -> token ids) is the model's, handed in by the caller for methods that
+    read text; without one those methods get the CLIP BPE tokenizer at the run's context length.
+    """
     spec = get_method(run.loss.method)
     rank = dist_utils.rank() if rank is None else rank
     world_size = dist_utils.world_size() if world_size is None else world_size
@@ -267,6 +269,9 @@ def build_shard_batches(root: str, run, rank: int | None = None, world_size: int
                                   build_geometric(run.data.augment, run.data.image_size),
                                   seed=run.train.seed, rank=rank, world_size=world_size,
                                   views_of_one_image=spec.views_of_one_image)
-    tokenizer = CaptionTokenizer(run.model.text.context_length) if spec.text else None
+    if not spec.text:
+        tokenizer = None
+    elif tokenizer is None:
+        tokenizer = CaptionTokenizer(run.model.text.context_length)
     return ShardBatches(dataset, run.data.captions_per_batch // world_size, run.data.num_workers,
                         tokenizer, pin_memory, list(run.loss.targets) if spec.targets else None)

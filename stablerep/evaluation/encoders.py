@@ -25,16 +25,16 @@ import torch
 from torch import nn
 
 from stablerep import storage
+from stablerep.checkpoint import (
+    latest_checkpoint,
+    load_model_weights,
+    read_checkpoint_meta,
+)
 from stablerep.config import RunConfig
 from stablerep.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from stablerep.errors import CheckpointError, EncoderError
 from stablerep.evaluation.transforms import EvalTransform
 from stablerep.models import CaptionTokenizer, create_model_for_run
-from stablerep.training.checkpoint import (
-    latest_checkpoint,
-    load_model_weights,
-    read_checkpoint_meta,
-)
 
 
 @dataclass

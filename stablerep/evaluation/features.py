@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from stablerep import storage
 from stablerep.data.labelled import LabelledSplit
+from stablerep.devices import autocast, resolve_device, resolve_dtype
 from stablerep.errors import DatasetError
 from stablerep.evaluation.transforms import EvalTransform
-from stablerep.training.precision import autocast, resolve_device, resolve_dtype
 
 CACHE_FORMAT = 1
 

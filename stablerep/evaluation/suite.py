@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from stablerep.data.eval_datasets import load_labelled
 from stablerep.data.labelled import DatasetOptions, LabelledDataset
+from stablerep.devices import resolve_device
 from stablerep.errors import DatasetError
 from stablerep.evaluation.encoders import Encoder, load_encoder
 from stablerep.evaluation.features import (
@@ -32,7 +33,6 @@ from stablerep.evaluation.few_shot import few_shot
 from stablerep.evaluation.knn import knn_accuracy
 from stablerep.evaluation.linear_probe import lbfgs_probe, sgd_probe
 from stablerep.evaluation.zero_shot import TEMPLATES, class_embeddings, zero_shot_accuracy
-from stablerep.training.precision import resolve_device
 
 
 class _Strict(BaseModel):

@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from stablerep import storage
+from stablerep.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.generator.config import GeneratorConfig
 from stablerep.generator.model import (
     GeneratorParts,
@@ -28,7 +29,6 @@ from stablerep.generator.model import (
 )
 from stablerep.plots import loss_curve
 from stablerep.seeding import mix_seed
-from stablerep.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.training.optim import lr_at, set_lr
 from stablerep.world import parse_caption, random_scene, render
 

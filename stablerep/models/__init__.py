@@ -1,6 +1,11 @@
 """Encoders: timm backbones, projection heads, the open_clip text tower."""
 
-from stablerep.models.encoder import StableRepModel, create_model, create_model_for_run
+from stablerep.models.encoder import (
+    StableRepModel,
+    create_model,
+    create_model_for_run,
+    create_tokenizer_for_run,
+)
 from stablerep.models.heads import build_mlp_head
 from stablerep.models.text import CaptionTokenizer, create_text_tower
 from stablerep.models.vision import BACKBONE_ALIASES, create_backbone
@@ -13,5 +18,6 @@ __all__ = [
     "create_backbone",
     "create_model",
     "create_model_for_run",
+    "create_tokenizer_for_run",
     "create_text_tower",
 ]

@@ -13,6 +13,7 @@ from stablerep.methods import get_method
 from stablerep.models.heads import build_mlp_head
 from stablerep.models.text import create_text_tower
 from stablerep.models.vision import create_backbone
+from stablerep.tokenizer import CaptionTokenizer
 from stablerep.world import ATTRIBUTES
 
 
@@ -101,3 +102,11 @@ def create_model_for_run(run) -> StableRepModel:
     if spec.targets:
         config = config.model_copy(update={"head_out_dim": sum(len(ATTRIBUTES[t]) for t in run.loss.targets)})
     return create_model(config, head=spec.head, init_logit_scale=run.loss.init_logit_scale)
+
+
+def create_tokenizer_for_run(run) -> CaptionTokenizer | None:
+    """The caption tokenizer the run's text tower reads (None for methods that read no text): what
+    the caller hands to the data loader (:func:`stablerep.data.shards.build_shard_batches`)."""
+    if not get_method(run.loss.method).text:
+        return None
+    return CaptionTokenizer(run.model.text.context_length)

@@ -1,6 +1,7 @@
 """Text-to-image synthesis: backends (diffusers, tiny, procedural) and the shard worker."""
 
 from stablerep.synthesis.base import Backend, GenerationRequest, encode_image
+from stablerep.synthesis.native import resolve_native_defaults
 from stablerep.synthesis.procedural import ProceduralBackend
 from stablerep.synthesis.worker import (
     BuildResult,
@@ -23,12 +24,14 @@ __all__ = [
     "load_plan",
     "probe_set",
     "procedural_captions",
+    "resolve_native_defaults",
     "synthesize_shard",
 ]
 
 
 def create_backend(cfg) -> Backend:
-    """The backend a :class:`stablerep.config.SynthesisConfig` asks for."""
+    """The backend a :class:`stablerep.config.SynthesisConfig` asks for (unset settings: its own)."""
+    cfg = resolve_native_defaults(cfg)
     if cfg.backend == "procedural":
         return ProceduralBackend(size=cfg.resolution)
     from stablerep.synthesis.diffusers_backend import DiffusersBackend

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from stablerep.devices import resolve_device
 from stablerep.errors import StableRepError
 from stablerep.synthesis.base import GenerationRequest
 from stablerep.synthesis.speed import SpeedSettings, apply_speed_settings, tensor_to_pil
-from stablerep.training.precision import resolve_device
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
               "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
@@ -33,7 +33,6 @@ def load_pipeline(model: str, *, revision: str | None = None, dtype: torch.dtype
                   allow_download: bool = False, safety_checker: bool = False):
     """diffusers' own from_pretrained, offline unless ``allow_download``; a clear error if missing."""
     from diffusers import StableDiffusionPipeline
-    from huggingface_hub import constants
 
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision,
                               "local_files_only": not allow_download}
@@ -42,14 +41,21 @@ def load_pipeline(model: str, *, revision: str | None = None, dtype: torch.dtype
     try:
         return StableDiffusionPipeline.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
-        where = (f"the folder {model}" if Path(model).exists() else
-                 f"a local folder {model!r} (none exists) and the Hugging Face cache {constants.HF_HUB_CACHE}")
-        raise ModelNotFoundError(
-            f"model {model!r} could not be loaded: looked in {where}"
-            + ("" if allow_download else " with downloads off")
-            + f". Download it once (`huggingface-cli download {model}`), pass a local path with --model, "
-            f"or allow downloads (--set allow_download=true). ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        raise model_not_found(model, allow_download, exc) from None
+
+
+def model_not_found(model: str, allow_download: bool, exc: Exception) -> ModelNotFoundError:
+    """The one-line error for a model that diffusers could not find: where it looked, how to fix it."""
+    from huggingface_hub import constants
+
+    where = (f"the folder {model}" if Path(model).exists() else
+             f"a local folder {model!r} (none exists) and the Hugging Face cache {constants.HF_HUB_CACHE}")
+    return ModelNotFoundError(
+        f"model {model!r} could not be loaded: looked in {where}"
+        + ("" if allow_download else " with downloads off")
+        + f". Download it once (`huggingface-cli download {model}`), pass a local path with --model, "
+        f"or allow downloads (--set allow_download=true). ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    )
 
 
 class DiffusersBackend:
@@ -96,6 +102,10 @@ class DiffusersBackend:
 
     @classmethod
     def from_config(cls, cfg, model: str | None = None) -> DiffusersBackend:
+        """The backend a SynthesisConfig asks for; unset settings are the backend's own."""
+        from stablerep.synthesis.native import resolve_native_defaults
+
+        cfg = resolve_native_defaults(cfg)
         return cls(model or cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                    steps=cfg.steps, guidance=cfg.guidance, scheduler=cfg.scheduler, eta=cfg.eta,
                    resolution=cfg.resolution, negative_prompt=cfg.negative_prompt,

@@ -41,6 +41,7 @@ from stablerep.shards import (
 from stablerep.shards.layout import captions_url, manifest_url
 from stablerep.shards.lease import LeaseHeld, writer_lease
 from stablerep.synthesis.base import IMAGE_FORMATS, Backend, GenerationRequest, encode_image
+from stablerep.synthesis.native import resolve_native_defaults
 
 PLAN_FILE = "plan.json"
 
@@ -103,6 +104,7 @@ def generate_records(plan: ShardPlan, backend: Backend, cfg: SynthesisConfig, po
 def synthesize_shard(root: str, plan: ShardPlan, backend: Backend, cfg: SynthesisConfig,
                      on_images: Callable[[int], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Make and commit one shard; returns (its mark, whether it was written now)."""
+    cfg = resolve_native_defaults(cfg)
     chash = config_hash(cfg.hashed())
     mark = committed_mark(root, plan.index, chash)
     if mark is not None:
@@ -166,6 +168,7 @@ def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backe
     a second build of the same root waits or fails naming this one (``owner``, ``run``). A batch
     (``shards`` given) runs beside the build that planned it: it takes the lease only to append
     captions or extend the plan, and writes the manifest only when the lease is free."""
+    cfg = resolve_native_defaults(cfg)  # unset settings: the backend's own, as the hash records them
     if shards is not None:
         return _build(captions_root, out_root, cfg, backend, progress, shards)
     with writer_lease(out_root, owner, run=run):
@@ -225,6 +228,7 @@ def finish_dataset(root: str, plans: list[ShardPlan], cfg: SynthesisConfig,
     manifest already lists exactly these shards for this request: an unchanged rerun writes nothing.
     Without ``lineage``, the newest shard's mark gives it (so no backend is needed here). Runs
     under the root's writer lease (waiting up to ``wait_s`` for another holder)."""
+    cfg = resolve_native_defaults(cfg)
     with writer_lease(root, "a manifest update", wait_s=wait_s):
         return _finish(root, plans, cfg, lineage)
 

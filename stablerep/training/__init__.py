@@ -1,6 +1,6 @@
 """Training: optimiser groups and schedules, checkpoints, the loop (one process or torchrun)."""
 
-from stablerep.training.checkpoint import (
+from stablerep.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,

@@ -17,15 +17,15 @@ from tqdm.auto import tqdm
 
 from stablerep import distributed as dist_utils
 from stablerep import storage
+from stablerep.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.config import RunConfig
 from stablerep.data.augment import BatchPhotometric, prepare_images
+from stablerep.devices import resolve_device, resolve_dtype
 from stablerep.errors import NonFiniteLossError
 from stablerep.losses import create_loss
 from stablerep.models import StableRepModel, create_model_for_run
 from stablerep.seeding import mix_seed
-from stablerep.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.training.optim import build_optimizer, lr_at, set_lr
-from stablerep.training.precision import resolve_device, resolve_dtype
 from stablerep.training.step import train_step
 
 log = logging.getLogger("stablerep.train")

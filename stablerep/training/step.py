@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stablerep.devices import autocast
 from stablerep.methods import get_method
-from stablerep.training.precision import autocast
 
 
 def _flatten(images: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -150,6 +150,7 @@ def _cli(*args):
                           cwd=ROOT, timeout=600)
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_evaluate_cli_with_a_suite_file(digits_folder, tiny_run, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"datasets:\n  digits: imagefolder:{digits_folder}\n"
@@ -198,6 +199,7 @@ def _bad_inputs(digits_folder, tiny_run, tmp_path):
     }
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_bad_evaluation_input_is_one_line_exit_2_and_no_summary(digits_folder, tiny_run, tmp_path):
     for name, (encoders, datasets, expected) in _bad_inputs(digits_folder, tiny_run, tmp_path).items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"

@@ -12,7 +12,12 @@ from stablerep.captions import sample_captions, write_captions
 from stablerep.config import SynthesisConfig
 from stablerep.shards import read_manifest, shard_url, verify_dataset
 from stablerep.shards.layout import read_parquet_bytes
-from stablerep.synthesis import ProceduralBackend, build_dataset, procedural_captions
+from stablerep.synthesis import (
+    ProceduralBackend,
+    build_dataset,
+    procedural_captions,
+    resolve_native_defaults,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,9 +96,10 @@ def test_config_hash_ignores_batch_size_and_device():
     assert _cfg().hashed() == _cfg(batch_size=1, device="cpu").hashed()
     assert _cfg().hashed() != _cfg(seed=1).hashed()
     assert "guidance" not in _cfg().hashed()  # procedural: no sampler settings
-    assert _cfg(backend="tiny").hashed()["guidance"] == 2.0
+    assert resolve_native_defaults(_cfg(backend="tiny")).hashed()["guidance"] == 2.0
 
 
+@pytest.mark.integration  # runs the CLI in a child process
 def test_cli_synthesize_with_the_tiny_backend(tmp_path, captions_root, tiny_sd):
     env = {**os.environ, "STABLEREP_CACHE": str(tiny_sd.parent)}
     proc = subprocess.run([sys.executable, "-m", "stablerep", "synthesize", "--captions", captions_root,
