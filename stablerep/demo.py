@@ -28,6 +28,7 @@ from stablerep.config import AugmentConfig, RunConfig, SynthesisConfig, load_con
 from stablerep.data.shards import build_shard_batches
 from stablerep.evaluation.compare import compare_runs, write_report
 from stablerep.methods import get_method
+from stablerep.models import create_tokenizer_for_run
 from stablerep.shards.layout import captions_url
 from stablerep.synthesis import build_dataset, create_backend
 from stablerep.training import train
@@ -144,7 +145,8 @@ def train_method(out: str, cfg: DemoConfig, method: str, seed: int, progress: bo
     """Train ``method`` from ``seed`` on its images; returns the run directory (resumes a partial run)."""
     run = run_config(cfg, method, seed)
     directory = run_dir(out, method, seed)
-    train(run, build_shard_batches(dataset_root(out, trains_on(method)), run), directory, progress=progress)
+    batches = build_shard_batches(dataset_root(out, trains_on(method)), run, tokenizer=create_tokenizer_for_run(run))
+    train(run, batches, directory, progress=progress)
     return directory
 
 
