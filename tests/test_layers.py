@@ -77,7 +77,7 @@ def test_core_modules_keep_the_layer_rules():
 
 @pytest.mark.parametrize("source, importer_file, expected", [
     ("import prefect", "stablerep/storage.py", "must not import prefect"),
-    ("from tasks.training import train_encoder", "stablerep/cli.py", "must not import tasks"),
+    ("from tasks.training import train_encoder", "stablerep/cli/app.py", "must not import tasks"),
     ("def f():\n    from stablerep.training.checkpoint import latest_checkpoint", "stablerep/evaluation/x.py",
      "must not import stablerep.training"),
     ("from ..training import precision", "stablerep/synthesis/x.py", "must not import stablerep.training"),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import friendly_errors, parse_set_options
+from stablerep.cli.common import friendly_errors, parse_set_options
 
 generator_app = typer.Typer(no_args_is_help=True, help="The small latent text-to-image model (offline).")
 

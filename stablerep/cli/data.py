@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import UserError, friendly_errors
+from stablerep.cli.common import UserError, friendly_errors
 
 captions_app = typer.Typer(no_args_is_help=True, help="Caption corpora: sample captions into a dataset root.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Inspect and verify a shard dataset.")

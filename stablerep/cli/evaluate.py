@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import UserError, friendly_errors
+from stablerep.cli.common import UserError, friendly_errors
 
 PROTOCOLS = ("linear_probe", "linear_probe_sgd", "knn", "few_shot", "zero_shot")
 

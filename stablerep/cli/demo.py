@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import UserError, friendly_errors, parse_set_options
+from stablerep.cli.common import UserError, friendly_errors, parse_set_options
 
 
 @friendly_errors

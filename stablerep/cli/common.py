@@ -51,16 +51,15 @@ def format_validation(exc: ValidationError) -> str:
 
 
 def parse_set_options(items: list[str] | None) -> dict:
-    """``--set key=value`` options as a dict, each value parsed as YAML (numbers, lists, null)."""
-    import yaml
+    """``--set key=value`` options as a (nested) dict: the one parser of every command's ``--set``,
+    the same as the training config's overrides (``section.key=value``; values parsed as YAML:
+    numbers, lists, null)."""
+    from stablerep.config import parse_overrides
 
-    fields = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise UserError(f"--set takes key=value, got {item!r}")
-        fields[key.strip()] = yaml.safe_load(raw)
-    return fields
+    try:
+        return parse_overrides(list(items or []))
+    except ValueError as exc:
+        raise UserError(f"--set: {exc}") from None
 
 
 def friendly_errors(fn):

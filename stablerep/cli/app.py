@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from stablerep.cli_common import friendly_errors
-from stablerep.cli_data import captions_app, dataset_app
-from stablerep.cli_demo import compare, demo
-from stablerep.cli_evaluate import evaluate
-from stablerep.cli_generator import generator_app
-from stablerep.cli_synthesis import captions_procedural, synthesize
+from stablerep.cli.common import friendly_errors
+from stablerep.cli.data import captions_app, dataset_app
+from stablerep.cli.demo import compare, demo
+from stablerep.cli.evaluate import evaluate
+from stablerep.cli.generator import generator_app
+from stablerep.cli.synthesis import captions_procedural, synthesize
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="StableRep: synthetic images from captions -> multi-positive contrastive encoders.")
