@@ -25,14 +25,13 @@ from stablerep import storage
 from stablerep.budget import Budget, budget_of, captions_per_step, matched_run
 from stablerep.captions.sample import sample_captions, write_captions
 from stablerep.config import AugmentConfig, RunConfig, SynthesisConfig, load_config
-from stablerep.data.shards import build_shard_batches
 from stablerep.evaluation.compare import compare_runs, write_report
 from stablerep.methods import get_method
-from stablerep.models import create_tokenizer_for_run
 from stablerep.shards.layout import captions_url
-from stablerep.synthesis import build_dataset, create_backend
-from stablerep.training import train
-from stablerep.world import procedural_captions
+from stablerep.stages import SynthesisJob, TrainingJob
+from stablerep.stages import synthesize as synthesize_stage
+from stablerep.stages import train as train_stage
+from stablerep.world import write_procedural_captions
 
 DemoMethod = Literal["stablerep", "stablerep_plus", "simclr", "clip"]
 CEILING = "supervised"
@@ -112,7 +111,7 @@ def make_captions(out: str, cfg: DemoConfig) -> str:
     if storage.exists(captions_url(root)):
         return root
     source = storage.join(out, "captions.txt")
-    storage.write_bytes(source, ("\n".join(procedural_captions(cfg.captions, cfg.seed)) + "\n").encode())
+    write_procedural_captions(source, cfg.captions, cfg.seed)
     write_captions(root, sample_captions(source, cfg.captions, cfg.seed, progress=False))
     return root
 
@@ -142,12 +141,19 @@ def run_config(cfg: DemoConfig, method: str, seed: int) -> RunConfig:
 
 
 def train_method(out: str, cfg: DemoConfig, method: str, seed: int, progress: bool = True) -> str:
-    """Train ``method`` from ``seed`` on its images; returns the run directory (resumes a partial run)."""
-    run = run_config(cfg, method, seed)
+    """Train ``method`` from ``seed`` on its images (stablerep.stages.train, the path of `stablerep
+    train` and the training task); returns the run directory (resumes a partial run)."""
     directory = run_dir(out, method, seed)
-    batches = build_shard_batches(dataset_root(out, trains_on(method)), run, tokenizer=create_tokenizer_for_run(run))
-    train(run, batches, directory, progress=progress)
+    train_stage(TrainingJob(run=run_config(cfg, method, seed), data=dataset_root(out, trains_on(method)),
+                            run_dir=directory, progress=progress))
     return directory
+
+
+def synthesize_kind(out: str, cfg: DemoConfig, kind: str, captions_root: str) -> dict[str, Any]:
+    """The synthetic or the real dataset (stablerep.stages.synthesize, the path of `stablerep
+    synthesize` and the shard task)."""
+    return synthesize_stage(SynthesisJob(captions=captions_root, out=dataset_root(out, kind),
+                                         synthesis=synthesis_config(cfg, kind), progress=False))
 
 
 def compare_methods(out: str, cfg: DemoConfig, runs: dict[str, dict[int, str]], progress=None) -> dict[str, Any]:
@@ -178,9 +184,7 @@ def run_demo(out: str, cfg: DemoConfig | None = None, progress: bool = True) -> 
 
         captions_root = stage("captions", make_captions, out, cfg)
         for kind in ("synthetic", "real"):
-            syn = synthesis_config(cfg, kind)
-            stage(f"synthesize {kind}", lambda s=syn, k=kind: build_dataset(
-                captions_root, dataset_root(out, k), s, create_backend(s), progress=False))
+            stage(f"synthesize {kind}", synthesize_kind, out, cfg, kind, captions_root)
         runs: dict[str, dict[int, str]] = {m: {} for m in methods}
         for seed in cfg.seeds:
             for m in methods:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
+from stablerep import storage
+
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "bar")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
            "purple": (140, 60, 180), "orange": (240, 140, 30), "white": (240, 240, 240), "black": (25, 25, 25)}
@@ -85,6 +87,13 @@ def caption_targets(caption: str, attributes: tuple[str, ...] | list[str] = ("sh
             raise ValueError(f"caption {caption!r} names no {attribute}")
         out.append(ATTRIBUTES[attribute].index(value))
     return out
+
+
+def write_procedural_captions(url: str, n: int, seed: int = 0) -> str:
+    """Write ``n`` captions of the grammar to ``url`` (a text file, one a line, any fsspec URL):
+    the corpus of every offline run (the CLI's `captions procedural`, the demo, the pipeline flow)."""
+    storage.write_bytes(url, ("\n".join(procedural_captions(n, seed)) + "\n").encode())
+    return url
 
 
 def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:

@@ -23,8 +23,6 @@ def sample_captions(source: str, root: str, n: int, seed: int = 0, allow_fewer: 
 @task(name="procedural-captions", **IO_RETRIES)
 def procedural_captions(url: str, n: int, seed: int = 0) -> str:
     """Write ``n`` captions of the procedural grammar to ``url`` (a text file) and return it."""
-    from stablerep import storage
-    from stablerep.synthesis import procedural_captions as generate
+    from stablerep.world import write_procedural_captions
 
-    storage.write_bytes(url, ("\n".join(generate(n, seed)) + "\n").encode())
-    return url
+    return write_procedural_captions(url, n, seed)

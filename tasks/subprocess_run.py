@@ -1,4 +1,4 @@
-"""Run a `stablerep` command in a child process with a timeout that really stops it.
+"""Run a stage of stablerep.stages in a child process with a timeout that really stops it.
 
 Prefect's task timeout cannot interrupt synchronous code in a worker thread, so shard work runs
 in a child process in its own process group: on timeout the whole group gets SIGKILL, and the
@@ -12,7 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from tasks.retry import BadRequest
 
@@ -21,12 +25,20 @@ class CommandFailed(RuntimeError):
     """The child died or failed (not a refusal of its input); the message is its last error line."""
 
 
-def run_stablerep(args: list[str], timeout_s: float | None, env: dict[str, str] | None = None,
-                  torchrun: list[str] | None = None) -> dict[str, Any]:
-    """``python -m stablerep ARGS`` (or, with ``torchrun`` options, the same under
-    ``torch.distributed.run``); returns the JSON its last stdout line prints."""
-    launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun is not None else []
-    cmd = [sys.executable, *launcher, "-m", "stablerep", *args]
+def run_stage(stage: str, job: BaseModel, timeout_s: float | None, env: dict[str, str] | None = None,
+              torchrun: list[str] | None = None) -> dict[str, Any]:
+    """``stablerep.stages.<stage>(job)`` in a child process (or, with ``torchrun`` options, in each
+    rank under ``torch.distributed.run``): the job travels as its JSON, validated there by the same
+    model; returns the JSON result the child prints last."""
+    with tempfile.TemporaryDirectory(prefix="stablerep-stage-") as tmp:
+        request = Path(tmp) / "request.json"
+        request.write_text(job.model_dump_json(), encoding="utf-8")
+        launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun is not None else []
+        cmd = [sys.executable, *launcher, "-m", "stablerep.cli.stage", stage, str(request)]
+        return _run_child(cmd, stage, timeout_s, env)
+
+
+def _run_child(cmd: list[str], stage: str, timeout_s: float | None, env: dict[str, str] | None) -> dict[str, Any]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, **(env or {})})
     try:
@@ -34,7 +46,7 @@ def run_stablerep(args: list[str], timeout_s: float | None, env: dict[str, str] 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise TimeoutError(f"`stablerep {args[0]}` ran past its {timeout_s:.0f} s timeout and was killed") from None
+        raise TimeoutError(f"the {stage} stage ran past its {timeout_s:.0f} s timeout and was killed") from None
     except BaseException:  # the task itself is being cancelled: take the child down with it
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
@@ -43,6 +55,5 @@ def run_stablerep(args: list[str], timeout_s: float | None, env: dict[str, str] 
         lines = [line for line in err.strip().splitlines() if line.strip()]
         if proc.returncode == 2 and lines and lines[-1].startswith("error: "):
             raise BadRequest(lines[-1].removeprefix("error: "))
-        raise CommandFailed(f"`stablerep {args[0]}` exited {proc.returncode}: "
-                            f"{lines[-1] if lines else 'no message'}")
+        raise CommandFailed(f"the {stage} stage exited {proc.returncode}: {lines[-1] if lines else 'no message'}")
     return json.loads(out.strip().splitlines()[-1])

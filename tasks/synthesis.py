@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import task
@@ -13,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from stablerep.config import SynthesisConfig
 from tasks.retry import IO_RETRIES
-from tasks.subprocess_run import run_stablerep
+from tasks.subprocess_run import run_stage
 
 
 @task(name="plan-shards", **IO_RETRIES)
@@ -31,12 +28,6 @@ def plan_shards(root: str, cfg: SynthesisConfig) -> dict[str, Any]:
             "total_images": sum(sizes.values()), "done_images": sum(sizes[i] for i in sizes if i not in pending)}
 
 
-def _request_file(cfg: SynthesisConfig, directory: str) -> str:
-    path = Path(directory) / "request.json"
-    path.write_text(json.dumps(cfg.model_dump(mode="json")), encoding="utf-8")
-    return str(path)
-
-
 def _batch_name() -> str:
     from prefect.runtime import task_run
 
@@ -49,21 +40,19 @@ def synthesize_shards(root: str, cfg: SynthesisConfig, shards: list[int], *, dev
                       timeout_s: float | None = None, mode: Literal["subprocess", "inline"] = "subprocess") -> dict[str, Any]:
     """Synthesise ``shards`` of dataset ``root`` (idempotent: committed shards are skipped).
 
-    ``subprocess`` (default) runs `stablerep synthesize` in a child process that a timeout kills;
+    One path, stablerep.stages.synthesize: ``subprocess`` (default) runs it in a child process that a timeout kills;
     ``inline`` runs in this process (no timeout; for tests and tiny work).
     """
     if device is not None:
         cfg = cfg.model_copy(update={"device": device})
     started = time.perf_counter()
-    if mode == "inline":
-        from stablerep.synthesis import build_dataset, create_backend
+    # imported here: stablerep.stages loads torch, timm and diffusers (5.5 s measured), which
+    # processes that only plan or wait (fan-out parents) never need
+    from stablerep.stages import SynthesisJob
+    from stablerep.stages import synthesize as synthesize_stage
 
-        result = build_dataset(root, root, cfg, create_backend(cfg), progress=False, shards=shards)
-        summary = {"written": result.written, "skipped": result.skipped}
-    else:
-        with tempfile.TemporaryDirectory(prefix="stablerep-request-") as tmp:
-            summary = run_stablerep(["synthesize", "--captions", root, "--out", root, "--request",
-                                     _request_file(cfg, tmp), "--shards", ",".join(map(str, shards))], timeout_s)
+    job = SynthesisJob(captions=root, out=root, synthesis=cfg, shards=shards, progress=False)
+    summary = synthesize_stage(job) if mode == "inline" else run_stage("synthesize", job, timeout_s)
     get_run_logger().info("shards %s: wrote %s, skipped %s", shards, summary["written"], summary["skipped"])
     return {"shards": shards, "written": summary["written"], "skipped": summary["skipped"],
             "seconds": time.perf_counter() - started}

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stablerep.config import RunConfig
 from tasks.artifacts import artifact_key, png_markdown
 from tasks.retry import IO_RETRIES
-from tasks.subprocess_run import run_stablerep
+from tasks.subprocess_run import run_stage
 
 Launcher = Literal["subprocess", "torchrun", "inline"]
 
@@ -64,28 +61,23 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
                   torchrun: list[str] | None = None, publish: bool = True) -> dict[str, Any]:
     """Train ``run`` on dataset ``data`` into ``run_dir``. A retry resumes from the newest checkpoint.
 
-    ``subprocess`` runs `stablerep train` in a child process (a timeout kills it), ``torchrun``
+    One path, stablerep.stages.train: ``subprocess`` runs it in a child process (a timeout kills it), ``torchrun``
     launches ``nproc_per_node`` ranks on this machine (or, with ``torchrun`` options from
     `torchrun_options`, this node's ranks of a multi-node job), ``inline`` trains in this process.
     ``publish``: the results table and loss curve (a multi-node job publishes once, from its parent).
     """
-    if launcher == "inline":
-        from stablerep.data.shards import build_shard_batches
-        from stablerep.models import create_tokenizer_for_run
-        from stablerep.training import train
+    # imported here: stablerep.stages loads torch, timm and diffusers (5.5 s measured), which
+    # processes that only plan or wait (fan-out parents) never need
+    from stablerep.stages import TrainingJob
+    from stablerep.stages import train as train_stage
 
-        batches = build_shard_batches(data, run, tokenizer=create_tokenizer_for_run(run))
-        result = train(run, batches, run_dir, progress=False)
-        summary = {"run_dir": run_dir, "steps": result.steps_done, "final_loss": result.final_loss,
-                   "checkpoint": result.checkpoint}
+    job = TrainingJob(run=run, data=data, run_dir=run_dir, progress=False)
+    if launcher == "inline":
+        summary = train_stage(job)
     else:
-        with tempfile.TemporaryDirectory(prefix="stablerep-run-") as tmp:
-            config = Path(tmp) / "run.yaml"
-            config.write_text(yaml.safe_dump(run.model_dump(mode="json")), encoding="utf-8")
-            args = ["train", "--config", str(config), "--data", data, "--out", run_dir]
-            if launcher == "torchrun":
-                torchrun = torchrun or torchrun_options(nproc_per_node)
-            summary = run_stablerep(args, timeout_s, torchrun=torchrun if launcher == "torchrun" else None)
+        if launcher == "torchrun":
+            torchrun = torchrun or torchrun_options(nproc_per_node)
+        summary = run_stage("train", job, timeout_s, torchrun=torchrun if launcher == "torchrun" else None)
     if publish:
         publish_training(run, run_dir, summary)
     return summary

@@ -64,36 +64,13 @@ def train(
     import os
 
     from stablerep.config import load_config
-    from stablerep.training import train as run_training
+    from stablerep.stages import TrainingJob
+    from stablerep.stages import train as run_training
 
-    run = load_config(config, set_ or [])
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if data == "random":
-        from stablerep.data import RandomCaptionBatches
-
-        context = run.model.text.context_length if run.model.text is not None else None
-        source = RandomCaptionBatches(run.data.captions_per_batch, run.data.images_per_caption,
-                                      run.data.image_size, context_length=context,
-                                      num_captions=max(512, run.data.captions_per_batch),
-                                      seed=run.train.seed, rank=rank, world_size=world)
-    else:
-        from stablerep.data.shards import build_shard_batches
-        from stablerep.devices import resolve_device
-        from stablerep.models import create_tokenizer_for_run
-
-        pin = resolve_device(run.train.device).type == "cuda"
-        source = build_shard_batches(data, run, rank, world, pin_memory=pin,
-                                     tokenizer=create_tokenizer_for_run(run))
-    result = run_training(run, source, out, resume=resume)
-    # One summary line per node (its local rank 0), so every node's launcher gets one. Only rank 0
-    # saves checkpoints; the others read the pointer it wrote before the last barrier. (The process
-    # group is gone by now, so ranks come from torchrun's environment.)
+    summary = run_training(TrainingJob(run=load_config(config, set_ or []), data=data, run_dir=out, resume=resume))
+    # one summary line per node (its local rank 0), so every node's launcher gets one
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        from stablerep.checkpoint import latest_checkpoint
-
-        checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(out)
-        typer.echo(json.dumps({"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
-                               "final_loss": result.final_loss, "checkpoint": checkpoint}))
+        typer.echo(json.dumps(summary))
 
 
 def main() -> None:

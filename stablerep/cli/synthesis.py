@@ -36,7 +36,8 @@ def synthesize(
     import yaml
 
     from stablerep.config import SynthesisConfig
-    from stablerep.synthesis import build_dataset, create_backend
+    from stablerep.stages import SynthesisJob
+    from stablerep.stages import synthesize as run_synthesis
 
     base = {}
     if request is not None:
@@ -56,9 +57,9 @@ def synthesize(
             chosen = sorted({int(part) for part in shards.split(",") if part.strip()})
         except ValueError:
             raise ValueError(f"--shards takes comma-separated shard numbers, got {shards!r}") from None
-    result = build_dataset(captions, out, cfg, create_backend(cfg), shards=chosen, owner="stablerep synthesize")
-    typer.echo(json.dumps({"root": out, "written": result.written, "skipped": result.skipped,
-                           "totals": result.manifest.get("totals")}))
+    result = run_synthesis(SynthesisJob(captions=captions, out=out, synthesis=cfg, shards=chosen,
+                                        owner="stablerep synthesize"))
+    typer.echo(json.dumps(result))
 
 
 @friendly_errors
@@ -68,8 +69,7 @@ def captions_procedural(
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
 ) -> None:
     """Write N distinct captions of the procedural grammar (for offline runs)."""
-    from stablerep import storage
-    from stablerep.synthesis import procedural_captions
+    from stablerep.world import write_procedural_captions
 
-    storage.write_bytes(out, ("\n".join(procedural_captions(n, seed)) + "\n").encode())
+    write_procedural_captions(out, n, seed)
     typer.echo(json.dumps({"out": out, "captions": n}))

@@ -1,0 +1,83 @@
+"""The pipeline's heavy stages as functions of URLs and one validated request.
+
+`stablerep synthesize` and `stablerep train` build a request from their options and call these;
+the Prefect tasks call them in their own process, or, when a stage needs isolation (a process
+group that a timeout can kill, or torchrun's ranks), run the very same function in a child
+process from the serialized request (`python -m stablerep.cli.stage STAGE REQUEST.json`, see
+``tasks/subprocess_run.py``): the request is validated once, by the same model, and no options
+are parsed again. The demo calls them too, so every path runs one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stablerep.checkpoint import latest_checkpoint
+from stablerep.config import RunConfig, SynthesisConfig
+from stablerep.data import RandomCaptionBatches
+from stablerep.data.shards import build_shard_batches
+from stablerep.devices import resolve_device
+from stablerep.models import create_tokenizer_for_run
+from stablerep.synthesis import build_dataset, create_backend
+from stablerep.training import train as run_training
+
+
+class SynthesisJob(BaseModel):
+    """Synthesise the planned shards of ``captions`` (a root holding captions.parquet) into ``out``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    captions: str = Field(description="dataset root holding captions.parquet")
+    out: str = Field(description="dataset root to write (may equal captions)")
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    shards: list[int] | None = Field(None, description="only these planned shards (default: all)")
+    owner: str = Field("a dataset build", description="who holds the root's writer lease (named to others)")
+    progress: bool = True
+
+
+class TrainingJob(BaseModel):
+    """Train ``run`` on ``data`` (a shard dataset root, or ``random`` for smoke runs) into ``run_dir``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunConfig
+    data: str = Field("random", description="'random' (random tensors) or a shard dataset root")
+    run_dir: str
+    resume: bool = True
+    progress: bool = True
+
+
+def synthesize(job: SynthesisJob) -> dict[str, Any]:
+    """Build the dataset (committed shards are skipped); what was written and skipped."""
+    cfg = job.synthesis
+    result = build_dataset(job.captions, job.out, cfg, create_backend(cfg), progress=job.progress,
+                           shards=job.shards, owner=job.owner)
+    return {"root": job.out, "written": result.written, "skipped": result.skipped,
+            "totals": result.manifest.get("totals") if result.manifest else None}
+
+
+def train(job: TrainingJob) -> dict[str, Any]:
+    """Train on this rank's share (ranks from torchrun's environment); the run's summary."""
+    run = job.run
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if job.data == "random":
+        context = run.model.text.context_length if run.model.text is not None else None
+        source = RandomCaptionBatches(run.data.captions_per_batch, run.data.images_per_caption,
+                                      run.data.image_size, context_length=context,
+                                      num_captions=max(512, run.data.captions_per_batch),
+                                      seed=run.train.seed, rank=rank, world_size=world)
+    else:
+        pin = resolve_device(run.train.device).type == "cuda"
+        source = build_shard_batches(job.data, run, rank, world, pin_memory=pin,
+                                     tokenizer=create_tokenizer_for_run(run))
+    result = run_training(run, source, job.run_dir, resume=job.resume, progress=job.progress)
+    # Only rank 0 saves checkpoints; the others read the pointer it wrote before the last barrier.
+    checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(job.run_dir)
+    return {"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
+            "final_loss": result.final_loss, "checkpoint": checkpoint}
+
+
+STAGES = {"synthesize": (SynthesisJob, synthesize), "train": (TrainingJob, train)}
