@@ -31,7 +31,7 @@ def sample_grid(root: str, captions: int = 4, images: int = 6, thumb: int = 96) 
     """The first ``captions`` captions of dataset ``root`` as rows of up to ``images`` images."""
     from PIL import Image, ImageDraw
 
-    from stablerep.data.shards import iter_images
+    from stablerep.shards.rows import iter_images
 
     rows: dict[int, list[Any]] = {}
     texts: dict[int, str] = {}

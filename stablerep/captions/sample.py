@@ -1,4 +1,5 @@
-"""Deterministic sampling of N captions from a stream, and the dataset's captions.parquet.
+"""Deterministic sampling of N captions from a stream (a dataset's captions.parquet itself is
+stablerep.shards.captions).
 
 The sample is the N distinct captions with the smallest key BLAKE2b(seed, caption_id): it depends
 on the seed and the set of captions only, not on their order in the file, and needs memory for N
@@ -9,22 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import io
-import json
 from array import array
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from stablerep import storage
 from stablerep.captions.normalize import CaptionFilter, caption_id, normalize_caption
 from stablerep.captions.sources import CaptionSourceError, read_captions
-from stablerep.shards.layout import read_parquet_bytes
-from stablerep.shards.lease import writer_lease
+from stablerep.shards.captions import load_captions, merge_captions, write_caption_table
+
+__all__ = ["SampleResult", "load_captions", "merge_captions", "sample_captions", "sample_key", "write_captions"]
 
 RESERVED = ("caption_id", "caption")
 
@@ -123,49 +121,5 @@ def _to_table(rows: list[tuple[int, int, str, dict[str, Any]]]) -> pa.Table:
 
 
 def write_captions(root: str, result: SampleResult) -> str:
-    """Write ROOT/captions.parquet (one PUT) then ROOT/captions.json (statistics), holding the
-    root's writer lease."""
-    url = storage.join(root, "captions.parquet")
-    with writer_lease(root, "a caption sample"):
-        storage.write_bytes(url, _parquet_bytes(result.table))
-        storage.write_bytes(storage.join(root, "captions.json"), json.dumps(result.stats, indent=2).encode())
-    return url
-
-
-def merge_captions(root: str, table: pa.Table) -> int:
-    """Append the rows of ``table`` whose caption ids ROOT/captions.parquet lacks, keeping the
-    existing rows and their order (shard plans refer to row positions). Returns how many were
-    added; writes nothing when there are none. Holds the root's writer lease, so two builds that
-    append at once both land."""
-    with writer_lease(root, "a caption append"):
-        return _merge_captions(root, table)
-
-
-def _merge_captions(root: str, table: pa.Table) -> int:
-    url = storage.join(root, "captions.parquet")
-    if not storage.exists(url):
-        storage.write_bytes(url, _parquet_bytes(table))
-        return table.num_rows
-    existing = load_captions(root)
-    known = set(existing.column("caption_id").to_pylist())
-    keep = [cid not in known for cid in table.column("caption_id").to_pylist()]
-    new = table.filter(pa.array(keep, pa.bool_()))
-    if new.num_rows == 0:
-        return 0
-    merged = pa.concat_tables([existing, new], promote_options="permissive")
-    storage.write_bytes(url, _parquet_bytes(merged))
-    return new.num_rows
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
-
-
-def load_captions(root: str) -> pa.Table:
-    """ROOT/captions.parquet as a table (caption_id, caption, source columns)."""
-    url = storage.join(root, "captions.parquet")
-    if not storage.exists(url):
-        raise FileNotFoundError(f"no captions at {url}: run `stablerep captions sample` first")
-    return read_parquet_bytes(storage.read_bytes(url))
+    """Write the sample as ROOT/captions.parquet and its statistics as ROOT/captions.json."""
+    return write_caption_table(root, result.table, result.stats)

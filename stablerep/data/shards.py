@@ -26,8 +26,9 @@ from stablerep.data.augment import build_geometric, seeded_choice
 from stablerep.errors import ShardError
 from stablerep.methods import get_method
 from stablerep.seeding import mix_seed
-from stablerep.shards.layout import read_parquet_bytes, shard_url
+from stablerep.shards.layout import shard_url
 from stablerep.shards.manifest import read_manifest
+from stablerep.shards.rows import iter_images  # noqa: F401 - re-exported: the plain row reader lives in shards/
 from stablerep.tokenizer import CaptionTokenizer
 from stablerep.world import caption_targets
 
@@ -242,14 +243,6 @@ class ShardBatches:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter_from(0)
-
-
-def iter_images(root: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Every row of every committed shard, in manifest order (plain per-image iteration)."""
-    manifest = read_manifest(root)
-    for entry in manifest["shards"]:
-        fs, path = storage.get_fs(shard_url(root, entry["index"]))
-        yield from read_parquet_bytes(fs.cat_file(path), columns).to_pylist()
 
 
 def build_shard_batches(root: str, run, rank: int | None = None, world_size: int | None = None,

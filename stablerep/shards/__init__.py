@@ -1,5 +1,8 @@
-"""Parquet shards on any fsspec URL: writer with commit marks, manifest, verification, readers."""
+"""The on-storage dataset at any fsspec URL: its captions (captions.parquet), shard plan (plan.json),
+Parquet shards with commit marks, manifest, verification, statistics, the writer lease and the
+plain row reader."""
 
+from stablerep.shards.captions import load_captions, merge_captions, write_caption_table
 from stablerep.shards.layout import SHARD_SCHEMA, captions_url, manifest_url, mark_url, shard_url
 from stablerep.shards.lease import LeaseHeld, LeaseLost, WriterLease, read_lease, writer_lease
 from stablerep.shards.manifest import (
@@ -11,9 +14,18 @@ from stablerep.shards.manifest import (
     verify_dataset,
     write_manifest,
 )
+from stablerep.shards.plan import PLAN_FILE, ShardPlan, load_plan
+from stablerep.shards.rows import iter_images
 from stablerep.shards.writer import ImageRecord, ShardError, committed_mark, write_shard
 
 __all__ = [
+    "PLAN_FILE",
+    "ShardPlan",
+    "iter_images",
+    "load_captions",
+    "load_plan",
+    "merge_captions",
+    "write_caption_table",
     "SHARD_SCHEMA",
     "ImageRecord",
     "LeaseHeld",
