@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from stablerep import storage
+from stablerep.shards.rows import iter_images
 
 
 def figure_png(fig) -> bytes:
@@ -31,7 +32,6 @@ def sample_grid(root: str, captions: int = 4, images: int = 6, thumb: int = 96) 
     """The first ``captions`` captions of dataset ``root`` as rows of up to ``images`` images."""
     from PIL import Image, ImageDraw
 
-    from stablerep.shards.rows import iter_images
 
     rows: dict[int, list[Any]] = {}
     texts: dict[int, str] = {}

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stablerep.captions.normalize import caption_id
+from stablerep.data.labelled import stratified_split
 from stablerep.seeding import image_seed
 from stablerep.shards.manifest import config_hash, write_manifest
 from stablerep.shards.writer import ImageRecord, write_shard
@@ -88,7 +89,6 @@ def digits_images() -> tuple[list[bytes], list[int], list[str]]:
 
 def digits_split(labels: list[int], test_fraction: float = 0.2, seed: int = 0) -> list[str]:
     """'train' or 'test' for each digit: a fixed stratified split."""
-    from stablerep.data.labelled import stratified_split
 
     _, test = stratified_split(np.array(labels), test_fraction, seed)
     out = ["train"] * len(labels)

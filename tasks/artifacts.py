@@ -16,6 +16,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from tasks.retry import is_transient_api_error
+
 
 def artifact_key(*parts: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
@@ -40,7 +42,6 @@ class ShardProgress:
 
     def add(self, images: int) -> None:
         """Count ``images`` in; a busy API skips this update (the next one carries the total)."""
-        from tasks.retry import is_transient_api_error
 
         self.done = min(self.total, self.done + images)
         try:

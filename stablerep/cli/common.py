@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from stablerep.config import parse_overrides
 from stablerep.errors import StableRepError
 
 
@@ -54,7 +55,6 @@ def parse_set_options(items: list[str] | None) -> dict:
     """``--set key=value`` options as a (nested) dict: the one parser of every command's ``--set``,
     the same as the training config's overrides (``section.key=value``; values parsed as YAML:
     numbers, lists, null)."""
-    from stablerep.config import parse_overrides
 
     try:
         return parse_overrides(list(items or []))

@@ -32,6 +32,7 @@ from stablerep.evaluation.features import (
 from stablerep.evaluation.few_shot import few_shot
 from stablerep.evaluation.knn import knn_accuracy
 from stablerep.evaluation.linear_probe import lbfgs_probe, sgd_probe
+from stablerep.evaluation.report import write_report
 from stablerep.evaluation.zero_shot import TEMPLATES, class_embeddings, zero_shot_accuracy
 
 
@@ -223,7 +224,6 @@ def run_evaluation(suite: EvalSuite, out: str | None = None, progress: bool = Tr
     ``encoders``, ``settings``, ``timings_s`` and ``cache`` (splits found, images encoded).
     ``on_step(message)`` is called after each (dataset, encoder) pair.
     """
-    from stablerep.evaluation.report import write_report
 
     if not suite.datasets:
         raise DatasetError("nothing to evaluate on: give at least one dataset (--dataset NAME=SPEC or a suite file)")

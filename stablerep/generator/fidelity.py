@@ -30,6 +30,8 @@ from stablerep.world import (
     TEXTURES,
     Scene,
     parse_caption,
+    random_scene,
+    render,
 )
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
@@ -70,7 +72,6 @@ def to_tensor(images: list[Image.Image], size: int) -> torch.Tensor:
 
 def labelled_renders(n: int, size: int, seed: int, render_scale: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random scenes rendered like the training data: (images, targets (n, attributes))."""
-    from stablerep.world import random_scene, render
 
     rng = random.Random(mix_seed(seed, 29))
     images, targets = [], []

@@ -11,10 +11,12 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from stablerep import storage
+from stablerep.captions.normalize import caption_id
 from stablerep.generator.fidelity import ATTRIBUTE_VALUES, FidelityClassifier, chance, fidelity
 from stablerep.plots import figure_png, pyplot
 from stablerep.seeding import image_seed
 from stablerep.synthesis.base import GenerationRequest
+from stablerep.synthesis.diffusers_backend import DiffusersBackend
 from stablerep.world import procedural_captions
 
 SHIPPED = "procedural-ldm"
@@ -32,8 +34,6 @@ def shipped_classifier() -> str:
 def generate(model: str, captions: list[str], guidance: float, seed: int, steps: int | None = None,
              batch_size: int = 64) -> list[Image.Image]:
     """One image per caption through the diffusers backend, seeded per (seed, caption, 0)."""
-    from stablerep.captions.normalize import caption_id
-    from stablerep.synthesis.diffusers_backend import DiffusersBackend
 
     defaults = json.loads((Path(model) / "stablerep_generation.json").read_text())
     backend = DiffusersBackend(model, device="cpu", steps=steps or defaults["num_inference_steps"],
