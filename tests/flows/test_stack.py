@@ -66,7 +66,16 @@ def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack,
             "training-clip"} <= keys, keys
     progress = [a for a in artifacts if a["type"] == "progress"]
     assert progress and all(a["data"] == 100.0 for a in progress)
-    assert json.loads((out / "summary.json").read_text())["linear_probe"].keys() == {"stablerep", "clip", "random_init"}
+    deployed = json.loads((out / "summary.json").read_text())
+    assert deployed["linear_probe"].keys() == {"stablerep", "clip", "random_init"}
+    # the same settings through `stablerep demo`: the deployment's figures, seed for seed
+    cli_out = tmp_path / "cli-demo"
+    cli = subprocess.run([str(Path(sys.executable).parent / "stablerep"), "demo", "--out", str(cli_out),
+                          *[a for k, v in demo.items() for a in ("--set", f"{k}={json.dumps(v)}")]],
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    by_cli = json.loads((cli_out / "summary.json").read_text())
+    assert deployed["per_seed"] == by_cli["per_seed"] and deployed["by_label"] == by_cli["by_label"]
 
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine: the API checks passed, the UI check needs `apt-get install chromium`")
