@@ -106,7 +106,7 @@ def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        value = float(losses["loss"])
+        value = float(losses["loss"].detach())
         if not math.isfinite(value):
             raise RuntimeError(f"generator {stage} step {step + 1}: loss is {value}")
         bar.update(1)
