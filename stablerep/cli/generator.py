@@ -51,9 +51,11 @@ def generator_fidelity(
     guidance: Annotated[str, typer.Option(help="guidance scales, comma-separated")] = "1,2,4,8",
     captions: Annotated[int, typer.Option(help="captions to generate (one image each)")] = 256,
     seed: Annotated[int, typer.Option(help="caption and image seed")] = 0,
+    classifier: Annotated[str | None, typer.Option(help="attribute classifier path prefix (from "
+                                                   "`generator classifier`; default: the shipped one)")] = None,
 ) -> None:
     """Per guidance scale: how often generated images show the attributes their captions name."""
     from stablerep.generator.study import fidelity_study
 
     scales = [float(g) for g in guidance.split(",") if g.strip()]
-    typer.echo(json.dumps(fidelity_study(out, model, scales, captions, seed), indent=2))
+    typer.echo(json.dumps(fidelity_study(out, model, scales, captions, seed, classifier_path=classifier), indent=2))

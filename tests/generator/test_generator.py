@@ -5,6 +5,10 @@ pipelines). A short budget: this checks the path, not the model's quality."""
 
 import io
 import json
+import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -12,11 +16,13 @@ from PIL import Image
 from stablerep.captions import sample_captions, write_captions
 from stablerep.config import SynthesisConfig
 from stablerep.generator.config import GeneratorConfig
+from stablerep.generator.fidelity import FidelityClassifier, chance, fidelity
+from stablerep.generator.study import fidelity_study
 from stablerep.generator.train import train_generator
 from stablerep.shards import read_manifest, verify_dataset
 from stablerep.shards.rows import iter_images
 from stablerep.stages import SynthesisJob, synthesize
-from stablerep.world import write_procedural_captions
+from stablerep.world import parse_caption, procedural_captions, render, write_procedural_captions
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +67,30 @@ def test_the_diffusers_backend_generates_at_the_model_s_own_settings(generator, 
     assert verify_dataset(root, deep=True).ok
     sizes = {Image.open(io.BytesIO(row["image"]["bytes"])).size for row in iter_images(root)}
     assert sizes == {(32, 32)}
+
+
+def test_fidelity_study_scores_each_guidance_scale_with_a_classifier_trained_on_real_renders(generator, tmp_path):
+    out, _, _ = generator
+    prefix = str(tmp_path / "classifier")
+    cli = subprocess.run([str(Path(sys.executable).parent / "stablerep"), "generator", "classifier", "--out", prefix,
+                          "--size", "32", "--steps", "80"], capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    heldout = json.loads(cli.stdout.strip().splitlines()[-1])["heldout_accuracy"]
+    floor = chance()
+    # supervision on real renders learns the easy attributes within 80 steps (the score's own check)
+    assert heldout["background"] > floor["background"] + 0.3 and heldout["position"] > floor["position"] + 0.3, heldout
+    # the measure itself: real renders of captions score far above chance where the classifier is good
+    classifier = FidelityClassifier.load(prefix)
+    captions = procedural_captions(64, seed=5)
+    renders = [render(parse_caption(c, random.Random(i)), seed=i, size=64) for i, c in enumerate(captions)]
+    on_renders = fidelity(classifier, renders, captions)
+    assert on_renders["background"] > floor["background"] + 0.3, on_renders
+    study = fidelity_study(str(tmp_path / "study"), str(out / "model"), [1.0, 4.0], n_captions=16, seed=0,
+                           classifier_path=prefix)
+    assert set(study["fidelity"]) == {"1", "4"} and study["classifier_on_real_renders"] == heldout
+    for scores in study["fidelity"].values():
+        assert set(scores) == set(floor) and all(0.0 <= v <= 1.0 for v in scores.values())
+    saved = json.loads((tmp_path / "study" / "fidelity.json").read_text())
+    assert saved["fidelity"] == study["fidelity"] and saved["chance"] == floor
+    for name in ("fidelity.png", "samples-w1.png", "samples-w4.png"):
+        assert (tmp_path / "study" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
