@@ -32,8 +32,9 @@ check: setup lint
 
 # The offline end-to-end run on the embedded defaults: procedural captions -> procedural synthesis
 # (K images per caption, and one "real" render per caption from a separate seed stream) -> Parquet
-# shards -> StableRep, SimCLR and CLIP tiny ViTs (same captions, same steps) -> linear probe, kNN
-# and few-shot against random init -> $(DEMO)/summary.json, results.md, results.png.
+# shards -> StableRep, SimCLR, CLIP and the supervised ceiling, one small ResNet each, under one
+# budget (images per step, steps, augmentation), 3 seeds -> linear probe, kNN and few-shot against
+# random init, with 95% intervals -> $(DEMO)/summary.json, results.md, results.png.
 # A rerun skips committed shards and finished runs.
 DEMO ?= runs/demo
 demo: setup
