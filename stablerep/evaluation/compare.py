@@ -10,14 +10,13 @@ interval of the difference excludes zero.
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from stablerep import storage
+from stablerep.evaluation.report import write_report_files
 from stablerep.evaluation.stats import difference_interval, mean_interval
 from stablerep.evaluation.suite import EvalSuite, run_evaluation
 from stablerep.plots import figure_png, pyplot
@@ -215,10 +214,5 @@ def plot_summary(summary: dict[str, Any]) -> bytes:
 
 
 def write_report(out: str, summary: dict[str, Any]) -> dict[str, str]:
-    """Write OUT/summary.json, OUT/results.md and OUT/results.png; returns their URLs."""
-    urls = {"summary": storage.join(out, "summary.json"), "table": storage.join(out, "results.md"),
-            "plot": storage.join(out, "results.png")}
-    storage.write_bytes(urls["table"], markdown_table(summary).encode())
-    storage.write_bytes(urls["plot"], plot_summary(summary))
-    storage.write_bytes(urls["summary"], json.dumps({**summary, "report": urls}, indent=2).encode())  # last
-    return urls
+    """Write OUT/results.md, OUT/results.png and OUT/summary.json (last); returns their URLs."""
+    return write_report_files(out, summary, markdown_table(summary), plot_summary(summary))

@@ -87,9 +87,15 @@ def plot_report(summary: dict[str, Any]) -> bytes:
 
 def write_report(out: str, summary: dict[str, Any]) -> dict[str, str]:
     """Write OUT/results.md, OUT/results.png and OUT/summary.json (last: the run is done)."""
+    return write_report_files(out, summary, markdown_report(summary), plot_report(summary))
+
+
+def write_report_files(out: str, summary: dict[str, Any], table: str, plot: bytes) -> dict[str, str]:
+    """OUT/results.md (``table``), OUT/results.png (``plot``), then OUT/summary.json with their
+    URLs (last: its presence says the report is complete); returns the URLs."""
     urls = {"summary": storage.join(out, "summary.json"), "table": storage.join(out, "results.md"),
             "plot": storage.join(out, "results.png")}
-    storage.write_bytes(urls["table"], markdown_report(summary).encode())
-    storage.write_bytes(urls["plot"], plot_report(summary))
+    storage.write_bytes(urls["table"], table.encode())
+    storage.write_bytes(urls["plot"], plot)
     storage.write_bytes(urls["summary"], json.dumps({**summary, "report": urls}, indent=2).encode())
     return urls
