@@ -75,15 +75,19 @@ def parse_caption(caption: str, rng: random.Random) -> Scene:
                  find(POSITIONS, default.position), find(BACKGROUNDS, default.background))
 
 
+def mentions(caption: str, value: str) -> bool:
+    """Whether ``caption`` names ``value`` (a shape in the singular or plural, any other word as is)."""
+    text = " " + caption.lower().replace(",", " ") + " "
+    return any(f" {form} " in text for form in [value] + ([_PLURAL[value]] if value in _PLURAL else []))
+
+
 def caption_targets(caption: str, attributes: tuple[str, ...] | list[str] = ("shape", "colour")) -> list[int]:
     """Class indices of ``attributes`` named by ``caption`` (ValueError if it names none)."""
     scene = parse_caption(caption, random.Random(0))
-    text = " " + caption.lower() + " "
     out = []
     for attribute in attributes:
         value = getattr(scene, attribute)
-        forms = [value] + ([_PLURAL[value]] if value in _PLURAL else [])
-        if not any(f" {form} " in text for form in forms):
+        if not mentions(caption, value):
             raise ValueError(f"caption {caption!r} names no {attribute}")
         out.append(ATTRIBUTES[attribute].index(value))
     return out

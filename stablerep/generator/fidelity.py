@@ -29,6 +29,7 @@ from stablerep.world import (
     SIZES,
     TEXTURES,
     Scene,
+    mentions,
     parse_caption,
     random_scene,
     render,
@@ -132,20 +133,34 @@ def train_classifier(size: int, steps: int = 3000, train_images: int = 20_000, b
 
 
 def attribute_accuracy(classifier: FidelityClassifier, x: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Per attribute, the share of images whose predicted value is the target; targets of -1 (an
+    attribute the caption leaves unsaid) are not scored."""
     preds = {k: [] for k in ATTRIBUTE_VALUES}
     for s in range(0, len(x), 256):
         for k, v in classifier.predict(x[s:s + 256]).items():
             preds[k].append(v)
-    return {a: float((torch.cat(preds[a]) == targets[:, i]).float().mean()) for i, a in enumerate(ATTRIBUTE_VALUES)}
+    out = {}
+    for i, a in enumerate(ATTRIBUTE_VALUES):
+        named = targets[:, i] >= 0
+        out[a] = float((torch.cat(preds[a])[named] == targets[named, i]).float().mean()) if named.any() else float("nan")
+    return out
 
 
 def caption_targets_all(captions: list[str]) -> torch.Tensor:
-    """The attributes each caption names (the grammar's captions name all seven)."""
-    return torch.tensor([scene_targets(parse_caption(c, random.Random(0))) for c in captions])
+    """The value of each attribute a caption names, -1 where it names none: the grammar leaves
+    plain texture unsaid, and an unsaid attribute is drawn at random by the renderer, so a caption
+    without a texture word asks for no texture in particular."""
+    rows = []
+    for caption in captions:
+        scene = parse_caption(caption, random.Random(0))
+        rows.append([ATTRIBUTE_VALUES[a].index(getattr(scene, a)) if mentions(caption, getattr(scene, a)) else -1
+                     for a in ATTRIBUTE_VALUES])
+    return torch.tensor(rows)
 
 
 def fidelity(classifier: FidelityClassifier, images: list[Image.Image], captions: list[str]) -> dict[str, float]:
-    """Per attribute, the share of generated images in which the classifier reads what the caption asked."""
+    """Per attribute, the share of generated images in which the classifier reads what the caption
+    asked (over the captions that name the attribute)."""
     return attribute_accuracy(classifier, to_tensor(images, classifier.size), caption_targets_all(captions))
 
 

@@ -5,6 +5,7 @@ recommended sampling settings beside it in ``stablerep_generation.json``."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -37,13 +38,14 @@ def build_vae(cfg: GeneratorConfig) -> AutoencoderKL:
 
 def build_unet(cfg: GeneratorConfig) -> UNet2DConditionModel:
     levels = len(cfg.unet_channels)
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
-    up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    # cross-attention at every level: at 32 px a shape spans two to four latent pixels, so the
+    # caption has to reach the full-resolution level too
+    down, up = ("CrossAttnDownBlock2D",) * levels, ("CrossAttnUpBlock2D",) * levels
     return UNet2DConditionModel(sample_size=cfg.latent_size, in_channels=cfg.latent_channels,
                                 out_channels=cfg.latent_channels, layers_per_block=cfg.unet_layers_per_block,
                                 block_out_channels=tuple(cfg.unet_channels), down_block_types=down,
                                 up_block_types=up, cross_attention_dim=cfg.text_width,
-                                attention_head_dim=8, norm_num_groups=min(32, min(cfg.unet_channels)))
+                                attention_head_dim=8, norm_num_groups=math.gcd(32, *cfg.unet_channels))
 
 
 def build_text_encoder(cfg: GeneratorConfig) -> CLIPTextModel:
@@ -84,7 +86,9 @@ def save_generator(parts: GeneratorParts, cfg: GeneratorConfig, path: str | Path
     pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=build_tokenizer(cfg),
                                    unet=parts.unet, scheduler=sampling_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(str(path))
+    # stored in fp16 (half the bytes); the backend loads it in its own dtype (fp32 on CPU)
+    pipe.to(torch.float16).save_pretrained(str(path))
+    pipe.to(torch.float32)
     generation = {"num_inference_steps": cfg.recommended_steps, "guidance_scale": cfg.recommended_guidance,
                   "resolution": cfg.resolution, "config": cfg.model_dump(mode="json"), "provenance": provenance}
     (path / GENERATION_FILE).write_text(json.dumps(generation, indent=2) + "\n")

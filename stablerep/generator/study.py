@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from importlib import resources
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -13,22 +12,12 @@ from PIL import Image, ImageDraw
 from stablerep import storage
 from stablerep.captions.normalize import caption_id
 from stablerep.generator.fidelity import ATTRIBUTE_VALUES, FidelityClassifier, chance, fidelity
+from stablerep.generator.shipped import shipped_classifier, shipped_generator
 from stablerep.plots import figure_png, pyplot
 from stablerep.seeding import image_seed
 from stablerep.synthesis.base import GenerationRequest
 from stablerep.synthesis.diffusers_backend import DiffusersBackend
 from stablerep.world import procedural_captions
-
-SHIPPED = "procedural-ldm"
-
-
-def shipped_generator() -> Path:
-    """The generator that ships with the package (trained by `stablerep generator train`)."""
-    return Path(str(resources.files("stablerep") / "assets" / SHIPPED / "model"))
-
-
-def shipped_classifier() -> str:
-    return str(resources.files("stablerep") / "assets" / SHIPPED / "fidelity_classifier")
 
 
 def generate(model: str, captions: list[str], guidance: float, seed: int, steps: int | None = None,
@@ -45,19 +34,24 @@ def generate(model: str, captions: list[str], guidance: float, seed: int, steps:
     return images
 
 
-def sample_grid(images: list[Image.Image], captions: list[str], columns: int = 8, thumb: int = 64) -> bytes:
+def sample_grid(images: list[Image.Image], captions: list[str], columns: int = 8, thumb: int = 96) -> bytes:
+    """Images (nearest-neighbour enlarged) under their captions: count size colour / texture shape /
+    position (the background shows)."""
+    import io
+
     rows = (len(images) + columns - 1) // columns
-    label = 24
+    label = 36
     canvas = Image.new("RGB", (columns * thumb, rows * (thumb + label)), "white")
     pen = ImageDraw.Draw(canvas)
     for i, (img, text) in enumerate(zip(images, captions, strict=True)):
         x, y = (i % columns) * thumb, (i // columns) * (thumb + label)
         canvas.paste(img.convert("RGB").resize((thumb, thumb), Image.Resampling.NEAREST), (x, y + label))
-        words = text.split(" on a ")[0].split()
-        pen.text((x + 1, y), " ".join(words[:3]), fill=(0, 0, 0))
-        pen.text((x + 1, y + 11), " ".join(words[3:6]), fill=(0, 0, 0))
-    import io
-
+        what, _, where = text.split(" on a ")[0].partition(" at the ")
+        if not where:
+            what, _, where = what.partition(" in the ")
+        words = what.split()
+        for line, part in enumerate((" ".join(words[:3]), " ".join(words[3:]), where)):
+            pen.text((x + 2, y + 1 + 11 * line), part, fill=(0, 0, 0))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -71,26 +72,42 @@ def vae_step(parts: GeneratorParts, x: torch.Tensor, kl_weight: float) -> dict[s
     return {"loss": rec + kl_weight * kl, "reconstruction": rec.detach(), "kl": kl.detach()}
 
 
-def unet_step(parts: GeneratorParts, x: torch.Tensor, tokens: torch.Tensor, scheduler,
-              g: torch.Generator, scale: float) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        latents = parts.vae.encode(x).latent_dist.sample(generator=g) * scale
+def unet_step(parts: GeneratorParts, latents: torch.Tensor, tokens: torch.Tensor, scheduler,
+              g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Noise prediction on scaled latents (B, C, h, w) conditioned on caption tokens (B, L)."""
     noise = torch.randn(latents.shape, generator=g)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), generator=g)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=g)
     text = parts.text_encoder(tokens)[0]  # (B, L, E)
     pred = parts.unet(scheduler.add_noise(latents, noise, t), t, text).sample
     return {"loss": F.mse_loss(pred, noise)}
 
 
-def _tokens(tokenizer, captions: list[str], dropout: float, g: torch.Generator) -> torch.Tensor:
-    drop = torch.rand(len(captions), generator=g) < dropout
-    texts = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-    return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+@torch.no_grad()
+def encode_pool(parts: GeneratorParts, images: torch.Tensor, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen VAE's posterior (mean, std) of every pool image, once: each UNet step then
+    samples its latents from these instead of running the encoder again."""
+    means, stds = [], []
+    for s in range(0, len(images), batch):
+        dist = parts.vae.encode(images[s:s + batch]).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                      return_tensors="pt").input_ids
 
 
-def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress) -> None:
-    """Train one stage from its newest checkpoint under OUT/STAGE; the checkpoint holds every part."""
+def drop_captions(tokens: torch.Tensor, empty: torch.Tensor, dropout: float, g: torch.Generator) -> torch.Tensor:
+    """Replace a ``dropout`` share of rows by the empty caption's tokens (classifier-free guidance)."""
+    drop = torch.rand(len(tokens), generator=g) < dropout
+    return torch.where(drop[:, None], empty[None, :], tokens)
+
+
+def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress, stop_after=None) -> None:
+    """Train one stage from its newest checkpoint under OUT/STAGE; the checkpoint holds every part.
+    ``stop_after`` ends it early (same schedule: the first steps of the full run)."""
     run_dir = storage.join(out, stage)
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     start = 0
@@ -99,7 +116,7 @@ def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress)
         start = load_checkpoint(ckpt, parts, opt).step
     bar = tqdm(total=steps, initial=start, desc=f"generator {stage}", unit="step", disable=None if progress else True)
     t0 = time.perf_counter()
-    for step in range(start, steps):
+    for step in range(start, min(steps, stop_after or steps)):
         set_lr(opt, lr_at(step, steps, lr, warmup_steps=min(200, steps // 10)))
         losses = fn(step)
         opt.zero_grad(set_to_none=True)
@@ -121,9 +138,15 @@ def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress)
     bar.close()
 
 
-def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool = True) -> dict:
+def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool = True, *,
+                    stop_after: int | None = None, vae_from: str | None = None,
+                    command: str = "stablerep generator train") -> dict:
     """Both stages into OUT (checkpoints under OUT/vae and OUT/unet, resumable), then the pipeline
-    folder OUT/model, OUT/train_log.jsonl and OUT/loss_curve.png. Returns a summary."""
+    folder OUT/model, OUT/train_log.jsonl and OUT/loss_curve.png. Returns a summary.
+
+    ``stop_after``: run only the first N steps of each stage (the full run's schedule; no model is
+    saved), to check that a rebuild follows the shipped log. ``vae_from``: a generator folder
+    whose trained autoencoder (and latent scale) to use instead of training one."""
     cfg = cfg or GeneratorConfig()
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -136,29 +159,38 @@ def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool
     def vae_fn(step: int):
         return vae_step(parts, pool.images[_batch_indices(cfg, "vae", step)], cfg.vae_kl_weight)
 
-    _run_stage(parts, cfg, out, "vae", cfg.vae_steps, cfg.vae_lr, list(parts.vae.parameters()), vae_fn, history,
-               progress)
+    if vae_from is None:
+        _run_stage(parts, cfg, out, "vae", cfg.vae_steps, cfg.vae_lr, list(parts.vae.parameters()), vae_fn,
+                   history, progress, stop_after)
+        scale = latent_scale(parts.vae.eval(), pool.images[:1024])
+    else:
+        trained = AutoencoderKL.from_pretrained(vae_from, subfolder="vae", torch_dtype=torch.float32)
+        parts.vae.load_state_dict(trained.state_dict())
+        scale = float(trained.config.scaling_factor)
     parts.vae.requires_grad_(False).eval()
-    scale = latent_scale(parts.vae, pool.images[:1024])
     parts.vae.register_to_config(scaling_factor=scale)
+    means, stds = encode_pool(parts, pool.images)
     tokenizer, scheduler = build_tokenizer(cfg), training_scheduler()
+    tokens, empty = tokenize(tokenizer, pool.captions), tokenize(tokenizer, [""])[0]
 
     def unet_fn(step: int):
         idx = _batch_indices(cfg, "unet", step)
         g = torch.Generator().manual_seed(mix_seed(cfg.seed, 3, step))
-        tokens = _tokens(tokenizer, [pool.captions[i] for i in idx.tolist()], cfg.caption_dropout, g)
-        return unet_step(parts, pool.images[idx], tokens, scheduler, g, scale)
+        latents = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
+        return unet_step(parts, latents, drop_captions(tokens[idx], empty, cfg.caption_dropout, g), scheduler, g)
 
     params = list(parts.unet.parameters()) + list(parts.text_encoder.parameters())
-    _run_stage(parts, cfg, out, "unet", cfg.unet_steps, cfg.unet_lr, params, unet_fn, history, progress)
-    provenance = {"command": "stablerep generator train", "seed": cfg.seed, "torch": torch.__version__,
-                  "seconds": round(time.perf_counter() - started, 1)}
+    _run_stage(parts, cfg, out, "unet", cfg.unet_steps, cfg.unet_lr, params, unet_fn, history, progress, stop_after)
+    _write_log(out, history)
+    final = {stage: next(h for h in reversed(history) if h["stage"] == stage)["loss"]
+             for stage in ("vae", "unet") if any(h["stage"] == stage for h in history)}
+    seconds = round(time.perf_counter() - started, 1)
+    if stop_after is not None and stop_after < max(cfg.vae_steps, cfg.unet_steps):
+        return {"model": None, "latent_scale": scale, "seconds": seconds, "final": final, "log": history}
+    provenance = {"command": command, "seed": cfg.seed, "torch": torch.__version__, "seconds": seconds}
     model_dir = storage.join(out, "model")
     save_generator(parts, cfg, model_dir, provenance)
-    _write_log(out, history)
-    return {"model": model_dir, "latent_scale": scale, "seconds": provenance["seconds"],
-            "final": {stage: next(h for h in reversed(history) if h["stage"] == stage)["loss"]
-                      for stage in ("vae", "unet") if any(h["stage"] == stage for h in history)}}
+    return {"model": model_dir, "latent_scale": scale, "seconds": seconds, "final": final}
 
 
 def _write_log(out: str, history: list[dict]) -> None:
