@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup test check lint demo bench clean up down
+.PHONY: setup test check lint demo demo-generator guidance-study generator bench clean up down
 
 setup: $(STAMP)
 
@@ -39,6 +39,22 @@ check: setup lint
 DEMO ?= runs/demo
 demo: setup
 	$(BIN)/stablerep demo --out $(DEMO)
+
+# The same demo with its synthetic images from the shipped text-to-image model
+# (stablerep/assets/procedural-ldm, through the diffusers backend at its recommended guidance).
+demo-generator: setup
+	$(BIN)/stablerep demo --out runs/demo-generator --set source=generator
+
+# Remake the shipped generator and its fidelity classifier from their documented commands (the
+# defaults, seed 0 and 1000) into runs/generator; `cp` them over stablerep/assets/procedural-ldm to ship.
+generator: setup
+	$(BIN)/stablerep generator train --out runs/generator
+	$(BIN)/stablerep generator classifier --out runs/generator/fidelity_classifier --size 32 --steps 3000 --seed 1000
+
+# StableRep and SimCLR on the shipped model's images at guidance 1, 2, 4, 8 beside CLIP and SimCLR
+# on the real renders, one budget, 3 seeds -> runs/guidance-study/results.md, results.png.
+guidance-study: setup
+	$(BIN)/stablerep generator study --out runs/guidance-study
 
 # A local Prefect server, a process worker for each pool (cpu, gpu) and the deployments.
 up: setup

@@ -26,6 +26,7 @@ from stablerep.budget import Budget, budget_of, captions_per_step, matched_run
 from stablerep.captions.sample import sample_captions, write_captions
 from stablerep.config import AugmentConfig, RunConfig, SynthesisConfig, load_config
 from stablerep.evaluation.compare import compare_runs, write_report
+from stablerep.generator.shipped import shipped_generator
 from stablerep.methods import get_method
 from stablerep.shards.layout import captions_url
 from stablerep.stages import SynthesisJob, TrainingJob
@@ -65,6 +66,16 @@ class DemoConfig(BaseModel):
     probe_test_per_class: int = Field(150, ge=6, description="probe-set test images per class (5-shot episodes "
                                       "need the shots and at least one query)")
     captions_per_shard: int = Field(128, ge=1)
+    source: Literal["renderer", "generator"] = Field(
+        "renderer", description="the synthetic images' source: the procedural renderer (a perfect generator: the "
+                                "scene its caption describes) or a text-to-image model through the diffusers "
+                                "backend (the shipped one unless `generator` names another)")
+    generator: str | None = Field(None, description="source=generator: a diffusers pipeline folder (default: the "
+                                                    "generator shipped in stablerep/assets)")
+    guidance: float | None = Field(None, ge=0, description="source=generator: classifier-free guidance (default: "
+                                                           "the model's recommended)")
+    generation_steps: int | None = Field(None, ge=1, description="source=generator: sampler steps (default: the "
+                                                                 "model's recommended)")
     seed: int = Field(0, description="caption sample and synthesis seed")
     real_seed: int = Field(7919, description="seed stream of the 'real' renders")
 
@@ -76,6 +87,8 @@ class DemoConfig(BaseModel):
             raise ValueError(f"seeds: give distinct training seeds, got {self.seeds}")
         if self.image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
+        if self.source == "renderer" and (self.generator, self.guidance, self.generation_steps) != (None,) * 3:
+            raise ValueError("generator, guidance and generation_steps apply to source=generator only")
         if self.seed == self.real_seed:
             raise ValueError("seed and real_seed must differ: the real renders need their own seed stream")
         budget = demo_budget(self)
@@ -117,12 +130,18 @@ def make_captions(out: str, cfg: DemoConfig) -> str:
 
 
 def synthesis_config(cfg: DemoConfig, kind: str) -> SynthesisConfig:
-    """K renders per caption (synthetic) or one from the separate seed stream (real), rendered at
-    twice the stored size and downscaled (antialiased), as a diffusion model's output would be."""
+    """K images per caption (synthetic) or one render from the separate seed stream (real). Renders
+    are made at twice the stored size and downscaled (antialiased), as a diffusion model's output
+    would be; with source=generator the synthetic images come from the text-to-image model through
+    the diffusers backend, at the model's own size, steps and guidance unless the demo sets them."""
     real = kind == "real"
+    common = {"captions_per_shard": cfg.captions_per_shard, "image_size": cfg.image_size, "image_format": "png"}
+    if not real and cfg.source == "generator":
+        return SynthesisConfig(backend="diffusers", model=str(cfg.generator or shipped_generator()),
+                               images_per_caption=cfg.images_per_caption, seed=cfg.seed, guidance=cfg.guidance,
+                               steps=cfg.generation_steps, device="cpu", batch_size=64, **common)
     return SynthesisConfig(backend="procedural", images_per_caption=1 if real else cfg.images_per_caption,
-                           seed=cfg.real_seed if real else cfg.seed, captions_per_shard=cfg.captions_per_shard,
-                           resolution=2 * cfg.image_size, image_size=cfg.image_size, image_format="png")
+                           seed=cfg.real_seed if real else cfg.seed, resolution=2 * cfg.image_size, **common)
 
 
 def trains_on(method: str) -> str:
@@ -140,20 +159,24 @@ def run_config(cfg: DemoConfig, method: str, seed: int) -> RunConfig:
     return matched_run(base, method, demo_budget(cfg), cfg.images_per_caption)
 
 
-def train_method(out: str, cfg: DemoConfig, method: str, seed: int, progress: bool = True) -> str:
+def train_method(out: str, cfg: DemoConfig, method: str, seed: int, progress: bool = True,
+                 kind: str | None = None) -> str:
     """Train ``method`` from ``seed`` on its images (stablerep.stages.train, the path of `stablerep
-    train` and the training task); returns the run directory (resumes a partial run)."""
+    train` and the training task); returns the run directory (resumes a partial run). ``kind``
+    (synthetic or real) overrides the method's usual dataset (the guidance study trains SimCLR on
+    generated images too)."""
     directory = run_dir(out, method, seed)
-    train_stage(TrainingJob(run=run_config(cfg, method, seed), data=dataset_root(out, trains_on(method)),
+    train_stage(TrainingJob(run=run_config(cfg, method, seed), data=dataset_root(out, kind or trains_on(method)),
                             run_dir=directory, progress=progress))
     return directory
 
 
-def synthesize_kind(out: str, cfg: DemoConfig, kind: str, captions_root: str) -> dict[str, Any]:
+def synthesize_kind(out: str, cfg: DemoConfig, kind: str, captions_root: str, progress: bool = False
+                    ) -> dict[str, Any]:
     """The synthetic or the real dataset (stablerep.stages.synthesize, the path of `stablerep
     synthesize` and the shard task)."""
     return synthesize_stage(SynthesisJob(captions=captions_root, out=dataset_root(out, kind),
-                                         synthesis=synthesis_config(cfg, kind), progress=False))
+                                         synthesis=synthesis_config(cfg, kind), progress=progress))
 
 
 def compare_methods(out: str, cfg: DemoConfig, runs: dict[str, dict[int, str]], progress=None) -> dict[str, Any]:

@@ -174,12 +174,19 @@ MEASURED_SLOW = {
 def pytest_collection_modifyitems(config, items):
     """Tests that need a server are marked ``integration`` (beside those marked by hand for their
     subprocesses) and the measured slow ones ``slow``, so `make check` can leave them out. Tests marked ``gpu`` run where CUDA is
-    present and are skipped, with the reason, elsewhere."""
+    present and are skipped, with the reason, elsewhere; tests marked ``rebuild`` run only with
+    STABLEREP_REBUILD=1."""
     for item in items:
         if needs_a_server(item):
             item.add_marker(pytest.mark.integration)
         if item.nodeid.split("[")[0] in MEASURED_SLOW:
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("STABLEREP_REBUILD") != "1":
+        skip_rebuild = pytest.mark.skip(reason="remakes the shipped generator in full (about 35 min on 2 cores): "
+                                               "run with STABLEREP_REBUILD=1")
+        for item in items:
+            if "rebuild" in item.keywords:
+                item.add_marker(skip_rebuild)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run `pytest -m gpu` on a GPU host)")

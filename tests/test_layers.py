@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "stablerep"
-CORE = ("losses", "models", "data", "shards", "synthesis", "training", "evaluation")
+CORE = ("losses", "models", "data", "shards", "synthesis", "training", "evaluation", "generator")
 
 # (importing package, forbidden targets): a target forbids itself and everything under it.
 RULES = [

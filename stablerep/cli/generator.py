@@ -1,5 +1,6 @@
-"""`stablerep generator ...`: train the small text-to-image model, its fidelity classifier, and
-measure fidelity per guidance scale."""
+"""`stablerep generator ...`: train the small text-to-image model and its fidelity classifier,
+measure fidelity per guidance scale, and run the guidance-scale study (encoders trained on its
+images at each scale)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def generator_train(
     from stablerep.generator.config import GeneratorConfig
     from stablerep.generator.train import train_generator
 
-    summary = train_generator(out, GeneratorConfig.model_validate(parse_set_options(set_)))
+    command = " ".join(["stablerep generator train", *(f"--set {item}" for item in set_ or [])])
+    summary = train_generator(out, GeneratorConfig.model_validate(parse_set_options(set_)), command=command)
     typer.echo(json.dumps(summary))
 
 
@@ -59,3 +61,19 @@ def generator_fidelity(
 
     scales = [float(g) for g in guidance.split(",") if g.strip()]
     typer.echo(json.dumps(fidelity_study(out, model, scales, captions, seed, classifier_path=classifier), indent=2))
+
+
+@generator_app.command("study")
+@friendly_errors
+def generator_study(
+    out: Annotated[str, typer.Option(help="directory: generated datasets, runs, summary.json, results.md/png")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="a GuidanceStudyConfig field, e.g. "
+                                                   "scales=[1,2,4,8] or demo.seeds=[0,1]")] = None,
+) -> None:
+    """The guidance-scale study: StableRep and SimCLR on generated images at each guidance scale,
+    CLIP and SimCLR on the real renders, one budget, several seeds, 95% intervals, one plot."""
+    from stablerep.guidance_study import GuidanceStudyConfig, run_guidance_study, study_table
+
+    summary = run_guidance_study(out, GuidanceStudyConfig.model_validate(parse_set_options(set_)))
+    typer.echo(study_table(summary), err=True)
+    typer.echo(json.dumps({key: summary[key] for key in ("linear_probe", "ci95", "fidelity", "report", "timings_s")}))
