@@ -37,6 +37,11 @@ def test_wheel_holds_the_core_and_presets_but_no_prefect_layer(tmp_path):
     top = {n.split("/")[0] for n in names}
     assert top == {"stablerep", "stablerep-0.1.0.dist-info"}, top
     assert len(PRESETS) >= 6 and {f"stablerep/presets/{p}" for p in PRESETS} <= set(names)
+    shipped = "stablerep/assets/procedural-ldm/"
+    assert {shipped + f for f in ("model/model_index.json", "model/stablerep_generation.json",
+                                  "model/unet/diffusion_pytorch_model.safetensors", "model/tokenizer/tokenizer.json",
+                                  "fidelity_classifier.safetensors", "fidelity_classifier.json",
+                                  "RECIPE.md")} <= set(names)
     metadata = zipfile.ZipFile(wheel).read("stablerep-0.1.0.dist-info/METADATA").decode()
     prefect = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: prefect")]
     # Prefect comes only with an extra (orchestration; the docker worker with docker), never
