@@ -139,14 +139,15 @@ def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress,
 
 
 def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool = True, *,
-                    stop_after: int | None = None, vae_from: str | None = None,
+                    stop_after: int | None = None, vae_from: str | None = None, vae_only: bool = False,
                     command: str = "stablerep generator train") -> dict:
     """Both stages into OUT (checkpoints under OUT/vae and OUT/unet, resumable), then the pipeline
     folder OUT/model, OUT/train_log.jsonl and OUT/loss_curve.png. Returns a summary.
 
     ``stop_after``: run only the first N steps of each stage (the full run's schedule; no model is
     saved), to check that a rebuild follows the shipped log. ``vae_from``: a generator folder
-    whose trained autoencoder (and latent scale) to use instead of training one."""
+    whose trained autoencoder (and latent scale) to use instead of training one. ``vae_only``:
+    stop after the autoencoder stage (no model is saved)."""
     cfg = cfg or GeneratorConfig()
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -163,6 +164,10 @@ def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool
         _run_stage(parts, cfg, out, "vae", cfg.vae_steps, cfg.vae_lr, list(parts.vae.parameters()), vae_fn,
                    history, progress, stop_after)
         scale = latent_scale(parts.vae.eval(), pool.images[:1024])
+        if vae_only:
+            _write_log(out, history)
+            return {"model": None, "latent_scale": scale, "seconds": round(time.perf_counter() - started, 1),
+                    "final": {"vae": history[-1]["loss"]} if history else {}, "log": history}
     else:
         trained = AutoencoderKL.from_pretrained(vae_from, subfolder="vae", torch_dtype=torch.float32)
         parts.vae.load_state_dict(trained.state_dict())

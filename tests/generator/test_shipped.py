@@ -69,15 +69,17 @@ def test_shipped_generator_follows_colour_and_shape_far_above_chance(monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_rebuild_follows_the_shipped_log_over_its_first_steps(tmp_path):
-    """The documented config and seed, first 100 steps of each stage (the UNet's on the shipped
+    """The documented config and seed, first 50 steps of each stage (the UNet's on the shipped
     autoencoder): every logged loss within 2% of the shipped log's at the same step."""
-    steps = 100
+    steps = 50
     shipped = {(r["stage"], r["step"]): r for r in shipped_log()}
-    vae = train_generator(str(tmp_path / "vae"), GeneratorConfig(), progress=False, stop_after=steps)
+    vae = train_generator(str(tmp_path / "vae"), GeneratorConfig(), progress=False, stop_after=steps,
+                          vae_only=True)
     unet = train_generator(str(tmp_path / "unet"), GeneratorConfig(), progress=False, stop_after=steps,
                            vae_from=str(shipped_generator()))
-    checked = [r for r in vae["log"] if r["stage"] == "vae"] + unet["log"]
+    checked = vae["log"] + unet["log"]
     assert {(r["stage"], r["step"]) for r in checked} == {(s, k) for s in ("vae", "unet")
                                                             for k in range(50, steps + 1, 50)}
     for record in checked:
@@ -87,6 +89,7 @@ def test_a_rebuild_follows_the_shipped_log_over_its_first_steps(tmp_path):
 
 
 @pytest.mark.rebuild
+@pytest.mark.timeout(4 * 3600)
 def test_a_full_rebuild_matches_the_shipped_fidelity(tmp_path):
     """`stablerep generator train` with the documented defaults, then fidelity on the same captions:
     within 0.08 of the shipped model's on colour and shape, and the final losses within 5%."""
