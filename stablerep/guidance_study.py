@@ -78,14 +78,13 @@ def real_run(method: str) -> str:
     return f"{method}-real"
 
 
-def _fidelity_of_dataset(root: str, n: int) -> dict[str, float]:
-    """The shipped attribute classifier on the first image of the first ``n`` captions."""
+def _fidelity_of_dataset(root: str, n: int, classifier) -> dict[str, float]:
+    """The attribute classifier on the first image of the first ``n`` captions."""
     import io
 
     from PIL import Image
 
-    from stablerep.generator.fidelity import FidelityClassifier, fidelity
-    from stablerep.generator.shipped import shipped_classifier
+    from stablerep.generator.fidelity import fidelity
     from stablerep.shards.rows import iter_images
 
     images, captions = [], []
@@ -95,7 +94,7 @@ def _fidelity_of_dataset(root: str, n: int) -> dict[str, float]:
             captions.append(row["caption"])
             if len(images) == n:
                 break
-    return fidelity(FidelityClassifier.load(shipped_classifier()), images, captions)
+    return fidelity(classifier, images, captions)
 
 
 def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progress: bool = True) -> dict[str, Any]:
@@ -105,6 +104,12 @@ def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progres
     timings: dict[str, float] = {}
     runs: dict[str, dict[int, str]] = {}
     fidelity: dict[str, dict[str, float]] = {}
+    classifier = None
+    if cfg.fidelity_images:  # loaded once for every scale
+        from stablerep.generator.fidelity import FidelityClassifier
+        from stablerep.generator.shipped import shipped_classifier
+
+        classifier = FidelityClassifier.load(shipped_classifier())
     total = len(cfg.scales) * (1 + len(cfg.on_generated) * len(seeds)) + 1 + len(cfg.on_real) * len(seeds) + 1
     with tqdm(total=total, desc="guidance study", unit="stage", disable=None if progress else True) as bar:
         def stage(name: str, fn, *args, **kwargs):
@@ -119,7 +124,8 @@ def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progres
             sub, at_w = storage.join(out, scale_name(w)), demo.model_copy(update={"guidance": w})
             stage(f"generate w={w:g}", synthesize_kind, sub, at_w, "synthetic", make_captions(sub, at_w))
             if cfg.fidelity_images:
-                fidelity[f"{w:g}"] = _fidelity_of_dataset(dataset_root(sub, "synthetic"), cfg.fidelity_images)
+                fidelity[f"{w:g}"] = _fidelity_of_dataset(dataset_root(sub, "synthetic"), cfg.fidelity_images,
+                                                          classifier)
             for seed in seeds:
                 for m in cfg.on_generated:
                     runs.setdefault(generated_run(m, w), {})[seed] = stage(
