@@ -106,11 +106,32 @@ def caption_roots(tmp_path_factory):
     return roots, set(captions)
 
 
+def _build(source, out, wait_s, ttl_s=60):
+    env = {**os.environ, "STABLEREP_LEASE_WAIT_S": str(wait_s), "STABLEREP_LEASE_TTL_S": str(ttl_s)}
+    return subprocess.Popen([sys.executable, "-m", "stablerep", "synthesize", "--captions", source, "--out", out,
+                             *SYNTH], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _paused_while_holding(proc, root, timeout=180):
+    """SIGSTOP ``proc`` at a moment it holds the writer lease of ``root``, and return.
+
+    The state is read only while the build is stopped, so what is read is what holds: the build
+    cannot let go of the lease between the check and the pause. A build holds the lease from its
+    start to its end (hundreds of milliseconds at the least), so a 20 ms slice finds it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(proc.pid, signal.SIGSTOP)
+        lease = read_lease(root)
+        if lease and not lease["released"] and lease["holder"]["pid"] == proc.pid:
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        assert proc.poll() is None, f"the first build ended without being seen holding the lease: {proc.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError(f"the first build did not take the lease of {root} within {timeout} s")
+
+
 def _two_builds(caption_roots, out, wait_s):
-    env = {**os.environ, "STABLEREP_LEASE_WAIT_S": str(wait_s)}
-    procs = [subprocess.Popen([sys.executable, "-m", "stablerep", "synthesize", "--captions", source, "--out", out,
-                               *SYNTH], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for source in caption_roots[0]]
+    procs = [_build(source, out, wait_s) for source in caption_roots[0]]
     return [(p, *p.communicate(timeout=300)) for p in procs]
 
 
@@ -131,7 +152,18 @@ def test_two_builds_appending_to_one_root_at_once_both_land_when_the_second_wait
 
 
 def test_a_second_build_that_does_not_wait_fails_naming_the_first(caption_roots, dataset_root):
-    results = _two_builds(caption_roots, dataset_root, wait_s=0)
+    # the second build starts once the first holds the lease (paused there, so however loaded the
+    # machine, the first cannot have finished before the second asks); the first's lease outlives
+    # the pause by far
+    first = _build(caption_roots[0][0], dataset_root, wait_s=0, ttl_s=600)
+    try:
+        _paused_while_holding(first, dataset_root)
+        second = _build(caption_roots[0][1], dataset_root, wait_s=0)
+        second_out = second.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
+    results = [(first, *first.communicate(timeout=300)), (second, *second_out)]
     failed = [(p, err) for p, _, err in results if p.returncode != 0]
     assert len(failed) == 1, [err[-1500:] for _, _, err in results]
     (proc, err), winner = failed[0], next(p for p, _, _ in results if p.returncode == 0)
