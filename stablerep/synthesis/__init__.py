@@ -1,6 +1,7 @@
 """Text-to-image synthesis: backends (diffusers, tiny, procedural) and the shard worker."""
 
-from stablerep.synthesis.base import Backend, GenerationRequest, encode_image
+from stablerep.shards.images import encode_image
+from stablerep.synthesis.base import Backend, GenerationRequest
 from stablerep.synthesis.native import resolve_native_defaults
 from stablerep.synthesis.procedural import ProceduralBackend
 from stablerep.synthesis.worker import (

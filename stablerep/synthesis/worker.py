@@ -35,10 +35,11 @@ from stablerep.shards import (
     write_shard,
 )
 from stablerep.shards.captions import load_captions, merge_captions
+from stablerep.shards.images import IMAGE_FORMATS, encode_image
 from stablerep.shards.layout import manifest_url
 from stablerep.shards.lease import LeaseHeld, writer_lease
 from stablerep.shards.plan import PLAN_FILE, ShardPlan, load_plan
-from stablerep.synthesis.base import IMAGE_FORMATS, Backend, GenerationRequest, encode_image
+from stablerep.synthesis.base import Backend, GenerationRequest
 from stablerep.synthesis.native import resolve_native_defaults
 
 
