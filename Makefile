@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# torch and torchvision first, as the pair that imports together
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test,docker,orchestration]'
+	# img2dataset (a test dependency) pulls in the PyPI `dataclasses` backport, which shadows the
+	# standard library's module in Prefect's test server (uvicorn --app-dir site-packages): remove it
+	$(BIN)/python -m pip uninstall -y -q dataclasses 2>/dev/null || true
 	touch $(STAMP)
 
 lint: setup

@@ -34,3 +34,7 @@ class DatasetError(StableRepError, ValueError):
 
 class EncoderError(StableRepError, ValueError):
     """An encoder spec that cannot be loaded: unknown kind, missing weights, weights that do not fit."""
+
+
+class CorpusSourceError(StableRepError, ValueError):
+    """An image-caption corpus that cannot be read as asked: names the file and the member or row."""

@@ -11,12 +11,14 @@ are parsed again. The demo calls them too, so every path runs one code path.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stablerep.checkpoint import latest_checkpoint
 from stablerep.config import RunConfig, SynthesisConfig
+from stablerep.corpora import importer
+from stablerep.corpora.importer import ImportConfig
 from stablerep.data import RandomCaptionBatches
 from stablerep.data.shards import build_shard_batches
 from stablerep.devices import resolve_device
@@ -35,6 +37,26 @@ class SynthesisJob(BaseModel):
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     shards: list[int] | None = Field(None, description="only these planned shards (default: all)")
     owner: str = Field("a dataset build", description="who holds the root's writer lease (named to others)")
+    progress: bool = True
+
+
+class ImportJob(BaseModel):
+    """Import the image-caption corpus at ``sources`` into the dataset root ``out``.
+
+    ``phase`` ``all`` runs every phase holding the root's writer lease; a fan-out runs ``index``
+    and ``write`` once per input file (``inputs``), between ``plan`` and ``manifest``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] = Field(min_length=1, description="files, folders, globs or brace patterns; local or URL")
+    out: str = Field(description="dataset root to write")
+    config: ImportConfig = Field(default_factory=ImportConfig)
+    phase: Literal["all", "request", "index", "plan", "write", "manifest"] = "all"
+    inputs: list[int] | None = Field(None, description="index/write: only these input files (default: all)")
+    owner: str = Field("a corpus import", description="who holds the root's writer lease (named to others)")
+    lease_wait_s: float | None = Field(None, ge=0, description="wait this long for another writer of the root")
+    workers: int = Field(1, ge=1, description="phase all: processes for the per-input phases (a flow runs "
+                                              "them as tasks instead)")
     progress: bool = True
 
 
@@ -59,6 +81,47 @@ def synthesize(job: SynthesisJob) -> dict[str, Any]:
             "totals": result.manifest.get("totals") if result.manifest else None}
 
 
+def import_dataset(job: ImportJob) -> dict[str, Any]:
+    """Run the import (or one phase of it); committed work is skipped. The summary has counts and
+    index ranges, not every shard."""
+    cfg, root = job.config, job.out
+    if job.phase == "all":
+        result = importer.import_corpus(job.sources, root, cfg, owner=job.owner, progress=job.progress,
+                                        wait_s=job.lease_wait_s, workers=job.workers)
+        return _import_summary(root, result.inputs, result.written, result.skipped, result.manifest)
+    if job.phase == "request":
+        inputs, chash = importer.open_request(job.sources, root, cfg)
+        return {"root": root, "inputs": len(inputs), "config_hash": chash}
+    inputs, cfg, chash = importer.load_request(root)
+    chosen = range(len(inputs)) if job.inputs is None else job.inputs
+    if job.phase == "index":
+        marks = [importer.index_input(root, inputs, i, cfg, chash) for i in chosen]
+        return {"root": root, "inputs": list(chosen), "rows": sum(m["rows"] for m in marks),
+                "usable": sum(m["usable"] for m in marks)}
+    if job.phase == "plan":
+        plan = importer.plan_import(root, inputs, cfg, chash, wait_s=job.lease_wait_s)
+        return {"root": root, "shards": len(plan["bounds"]), "captions": plan["rows"], "images": sum(plan["images"]),
+                "inputs_with_shards": sorted(set(plan["inputs"]))}
+    if job.phase == "write":
+        written, skipped = [], []
+        for i in chosen:
+            w, s = importer.write_input(root, inputs, i, cfg, chash)
+            written += w
+            skipped += s
+        return {"root": root, "inputs": list(chosen), "written": len(written), "skipped": len(skipped)}
+    manifest = importer.finish_import(root, inputs, cfg, chash, wait_s=job.lease_wait_s)
+    return _import_summary(root, len(inputs), [], [], manifest)
+
+
+def _import_summary(root: str, inputs: int, written: list[int], skipped: list[int],
+                    manifest: dict[str, Any] | None) -> dict[str, Any]:
+    totals = (manifest or {}).get("totals", {})
+    lineage = (manifest or {}).get("lineage", {})
+    return {"root": root, "inputs": inputs, "captions": totals.get("captions"), "images": totals.get("images"),
+            "shards": totals.get("shards"), "written": len(written), "skipped": len(skipped),
+            "skipped_rows": lineage.get("rows_skipped", {})}
+
+
 def train(job: TrainingJob) -> dict[str, Any]:
     """Train on this rank's share (ranks from torchrun's environment); the run's summary."""
     run = job.run
@@ -80,4 +143,5 @@ def train(job: TrainingJob) -> dict[str, Any]:
             "final_loss": result.final_loss, "checkpoint": checkpoint}
 
 
-STAGES = {"synthesize": (SynthesisJob, synthesize), "train": (TrainingJob, train)}
+STAGES = {"synthesize": (SynthesisJob, synthesize), "train": (TrainingJob, train),
+          "import": (ImportJob, import_dataset)}

@@ -139,6 +139,19 @@ def _write_bytes(url: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def remove_partial_writes(folder: str) -> int:
+    """Delete the temp files that writers SIGKILLed mid-write left in a local ``folder`` (object
+    stores leave none: a PUT lands whole or not at all); returns how many. Call it only where no
+    writer of that folder can still be running (after every shard is committed)."""
+    fs, path = get_fs(folder)
+    if not isinstance(fs, LocalFileSystem) or not fs.exists(path):
+        return 0
+    litter = fs.glob(f"{path.rstrip('/')}/*.tmp-*")
+    for name in litter:
+        fs.rm_file(name)
+    return len(litter)
+
+
 def read_bytes(url: str) -> bytes:
     def read() -> bytes:
         fs, path = get_fs(url)

@@ -145,6 +145,16 @@ def tiny_sd(tmp_path_factory):
     return tiny_pipeline_path(cache)
 
 
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 SERVER_FIXTURES = {"s3_server", "prefect_harness"}
 SERVER_DIRS = ("flows", "docker")
 

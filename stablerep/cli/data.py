@@ -14,7 +14,7 @@ captions_app = typer.Typer(no_args_is_help=True, help="Caption corpora: sample c
 dataset_app = typer.Typer(no_args_is_help=True, help="Inspect and verify a shard dataset.")
 
 
-def _blocklist(path: Path | None) -> set[str]:
+def read_blocklist(path: Path | None) -> set[str]:
     if path is None:
         return set()
     if not path.is_file():
@@ -43,7 +43,7 @@ def captions_sample(
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     flt = CaptionFilter(min_chars=min_chars, max_chars=max_chars, min_words=min_words,
-                        blocklist=_blocklist(blocklist))
+                        blocklist=read_blocklist(blocklist))
     result = sample_captions(source, n, seed, fmt=fmt, column=column, caption_filter=flt,
                              allow_fewer=allow_fewer)
     url = write_captions(out, result)
@@ -77,3 +77,22 @@ def dataset_stats_cmd(root: Annotated[str, typer.Argument(help="dataset root")])
     from stablerep.shards import dataset_stats
 
     typer.echo(json.dumps(dataset_stats(root), indent=2))
+
+
+@dataset_app.command("export")
+@friendly_errors
+def dataset_export(
+    root: Annotated[str, typer.Argument(help="dataset root (local path or fsspec URL)")],
+    out: Annotated[str, typer.Option(help="output directory: local path or fsspec URL, new or empty")],
+    fmt: Annotated[str, typer.Option("--format", help="export format (only: webdataset)")] = "webdataset",
+    samples_per_tar: Annotated[int, typer.Option(help="samples per tar; the last may hold fewer")] = 1000,
+) -> None:
+    """Write the dataset as WebDataset tars (KEY.jpg/png, KEY.txt, KEY.json) plus sizes.json and
+    export.json, for open_clip's --train-data and webdataset's readers."""
+    from stablerep.shards.export import export_webdataset
+
+    if fmt != "webdataset":
+        raise UserError(f"--format: {fmt!r} is not supported; the only export format is webdataset")
+    summary = export_webdataset(root, out, samples_per_tar=samples_per_tar)
+    typer.echo(f"{summary['samples']} samples in {summary['tars']} tars -> {summary['train_data']}", err=True)
+    typer.echo(json.dumps(summary))

@@ -5,6 +5,7 @@
     ROOT/shards/000000.parquet     one row per image; a caption's images together in one row group
     ROOT/shards/000000.json        the shard's commit mark, written after it
     ROOT/manifest.json             written last
+    ROOT/import/                   an imported corpus's bookkeeping (stablerep.corpora.importer)
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ SHARD_SCHEMA = pa.schema(
         ("height", pa.int32()),
     ],
     metadata={b"huggingface": json.dumps({"info": {"features": _HF_FEATURES}}).encode()},
+)
+
+
+# An imported corpus's shards: the same columns (seed is null: a real image has none) plus where
+# each image came from, kept as the source gave it.
+SOURCE_COLUMNS = ("source_key", "source_url", "source_file")
+_HF_IMPORT_FEATURES = {**_HF_FEATURES, **{name: {"dtype": "string", "_type": "Value"} for name in SOURCE_COLUMNS}}
+IMPORT_SCHEMA = pa.schema(
+    [*SHARD_SCHEMA, *(pa.field(name, pa.string()) for name in SOURCE_COLUMNS)],
+    metadata={b"huggingface": json.dumps({"info": {"features": _HF_IMPORT_FEATURES}}).encode()},
 )
 
 

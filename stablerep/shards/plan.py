@@ -40,6 +40,9 @@ def _extended_plan(root: str, cfg: SynthesisConfig) -> tuple[list[ShardPlan], di
     url = storage.join(root, PLAN_FILE)
     plan = json.loads(storage.read_bytes(url)) if storage.exists(url) else {
         "captions_per_shard": cfg.captions_per_shard, "bounds": [], "rows": 0, "ids_sha256": _ids_digest([])}
+    if plan.get("kind") == "import":
+        raise ValueError(f"{root} is an imported corpus (its {PLAN_FILE} plans its real images); synthesise its "
+                         "captions into another root: --captions ROOT --out OTHER")
     if plan["captions_per_shard"] != cfg.captions_per_shard:
         raise ValueError(f"{url}: the dataset is planned with captions_per_shard={plan['captions_per_shard']}, "
                          f"not {cfg.captions_per_shard}; use that value or a new dataset root")

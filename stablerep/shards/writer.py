@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 
 from stablerep import storage
 from stablerep.errors import ShardError
-from stablerep.shards.layout import FORMAT_VERSION, SHARD_SCHEMA, mark_url, shard_name, shard_url
+from stablerep.shards.layout import (
+    FORMAT_VERSION,
+    IMPORT_SCHEMA,
+    SHARD_SCHEMA,
+    SOURCE_COLUMNS,
+    mark_url,
+    shard_name,
+    shard_url,
+)
 
 
 @dataclass
@@ -28,11 +36,12 @@ class ImageRecord:
     caption_id: int
     caption: str
     image_index: int
-    seed: int
+    seed: int | None  # None for a real (imported) image
     image: bytes
     width: int
     height: int
     ext: str = "jpg"
+    source: dict[str, str | None] | None = None  # an imported image's source_key, source_url, source_file
 
 
 def _row_groups(records: list[ImageRecord], target_rows: int) -> list[tuple[int, int]]:
@@ -56,13 +65,16 @@ def _check_contiguous(records: list[ImageRecord], index: int) -> None:
 
 
 def encode_shard(records: list[ImageRecord], row_group_rows: int = 256) -> tuple[bytes, list[dict[str, int]]]:
-    """Parquet bytes for ``records`` and the (rows, captions) of each row group."""
+    """Parquet bytes for ``records`` and the (rows, captions) of each row group. Records of an
+    imported corpus (with ``source``) get the import schema's source columns."""
     buf = io.BytesIO()
     groups = []
+    imported = records[0].source is not None
+    schema = IMPORT_SCHEMA if imported else SHARD_SCHEMA
     # page CRCs let a reader that fetches single row groups still detect flipped bytes
     # (no dictionary for image bytes: every image is unique, and dictionary pages go unchecked)
-    with pq.ParquetWriter(buf, SHARD_SCHEMA, compression="zstd", write_page_checksum=True,
-                          use_dictionary=["caption"]) as writer:
+    with pq.ParquetWriter(buf, schema, compression="zstd", write_page_checksum=True,
+                          use_dictionary=["caption", "source_file"] if imported else ["caption"]) as writer:
         for start, stop in _row_groups(records, row_group_rows):
             part = records[start:stop]
             table = pa.table({
@@ -73,7 +85,8 @@ def encode_shard(records: list[ImageRecord], row_group_rows: int = 256) -> tuple
                 "image": [{"bytes": r.image, "path": f"{r.caption_id}_{r.image_index}.{r.ext}"} for r in part],
                 "width": [r.width for r in part],
                 "height": [r.height for r in part],
-            }, schema=SHARD_SCHEMA)
+                **({name: [(r.source or {}).get(name) for r in part] for name in SOURCE_COLUMNS} if imported else {}),
+            }, schema=schema)
             writer.write_table(table, row_group_size=len(part))
             groups.append({"rows": len(part), "captions": len({r.caption_id for r in part})})
     return buf.getvalue(), groups
