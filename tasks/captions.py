@@ -26,3 +26,12 @@ def procedural_captions(url: str, n: int, seed: int = 0) -> str:
     from stablerep.world import write_procedural_captions
 
     return write_procedural_captions(url, n, seed)
+
+
+@task(name="copy-captions", **IO_RETRIES)
+def copy_captions(source_root: str, root: str) -> dict[str, Any]:
+    """Append the captions of dataset root ``source_root`` that ROOT/captions.parquet lacks (a
+    synthetic dataset of a real root's captions shares its caption ids)."""
+    from stablerep.shards.captions import load_captions, merge_captions
+
+    return {"root": root, "added": merge_captions(root, load_captions(source_root))}

@@ -1,5 +1,5 @@
-"""Evaluation tasks: score encoders on labelled datasets (or compare training runs on the
-procedural probe set, for the demo pipeline) and show the tables and plots in the UI."""
+"""Evaluation tasks: score encoders on labelled datasets (or compare an experiment's training runs,
+on the procedural probe set or on its evaluation suite) and show the tables and plots in the UI."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stablerep import storage
-from stablerep.demo import DemoConfig, compare_methods
-from stablerep.evaluation.compare import METRICS, markdown_table, write_report
+from stablerep.evaluation.compare import markdown_table, write_report
 from stablerep.evaluation.report import markdown_report, metrics_present
 from stablerep.evaluation.suite import EvalSuite, run_evaluation
+from stablerep.experiments.plan import ExperimentPlan, evaluate_runs, finish_summary
 from tasks.artifacts import artifact_key, png_markdown
 from tasks.retry import IO_RETRIES
 
@@ -34,20 +34,22 @@ def evaluate_suite(suite: EvalSuite, out: str) -> dict[str, Any]:
 
 
 @task(name="compare-encoders", **IO_RETRIES)
-def compare_encoders(out: str, demo: DemoConfig, runs: dict[str, dict[int, str]],
+def compare_encoders(plan: ExperimentPlan, runs: dict[str, dict[int, str]],
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The demo's comparison (every method over its seeds, plus random init, on the procedural
-    probe set, through the same evaluation suite), written to OUT and shown in the UI."""
-    summary = compare_methods(out, demo, runs)
+    """The experiment's comparison (every method over its seeds, plus each seed's random init, on
+    the procedural probe set or the plan's evaluation suite, through the evaluation suite's path),
+    written to the plan's OUT and shown in the UI."""
+    summary = finish_summary(plan, evaluate_runs(plan, runs), runs)
     summary.update(extra or {})
-    summary["runs"] = runs
-    summary["report"] = write_report(out, summary)
-    create_table_artifact(key=artifact_key("evaluation"), description="Probe accuracies: mean and 95% interval "
-                          f"over seeds {demo.seeds} (mean over {list(demo.probe_labels)})",
-                          table=[{"encoder": name, **{m: round(summary[m][name], 4) for m in METRICS},
-                                  **{f"{m}_ci95": summary["ci95"][m][name] for m in METRICS}}
-                                 for name in summary["linear_probe"]])
-    create_markdown_artifact(key=artifact_key("evaluation-report"), description=f"Comparison: {out}",
+    summary["report"] = write_report(plan.out, summary)
+    metrics = summary["metrics"]
+    seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+    create_table_artifact(key=artifact_key("evaluation"), description="Accuracies: mean and 95% interval over "
+                          f"seeds {seeds} ({plan.evaluation.kind} evaluation)",
+                          table=[{"encoder": name, **{m: round(summary[m][name], 4) for m in metrics},
+                                  **{f"{m}_ci95": summary["ci95"][m][name] for m in metrics}}
+                                 for name in summary[metrics[0]]])
+    create_markdown_artifact(key=artifact_key("evaluation-report"), description=f"Comparison: {plan.out}",
                              markdown=markdown_table(summary) + "\n" + png_markdown(
-                                 "Probe accuracies", storage.read_bytes(summary["report"]["plot"])))
-    return {key: summary[key] for key in ("linear_probe", "knn", "few_shot_5way_5shot", "ci95", "report")}
+                                 "Accuracies", storage.read_bytes(summary["report"]["plot"])))
+    return {key: summary[key] for key in (*metrics, "metrics", "ci95", "report")}

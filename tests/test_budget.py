@@ -3,9 +3,10 @@ steps and augmentation, in the demo and in the paper's presets."""
 
 import pytest
 
-from stablerep.budget import Budget, budget_of, matched_run
 from stablerep.config import AugmentConfig, load_config
-from stablerep.demo import DemoConfig, run_config
+from stablerep.experiments.budget import Budget, budget_of, matched_run
+from stablerep.experiments.demo import DemoConfig
+from stablerep.experiments.runs import comparison_run
 from stablerep.methods import METHODS
 
 
@@ -18,21 +19,21 @@ def _same(budgets):
 
 def test_the_demo_gives_every_method_the_same_budget():
     cfg = DemoConfig()
-    budgets = {m: budget_of(run_config(cfg, m, seed)) for m in cfg.training_methods() for seed in cfg.seeds}
+    budgets = {m: budget_of(comparison_run(cfg, m, seed)) for m in cfg.training_methods() for seed in cfg.seeds}
     _same(budgets)
     assert budgets["stablerep"]["images_per_step"] == cfg.images_per_step == 64
     # the methods differ in how they spend it: StableRep 16 captions x 4, SimCLR 32 x 2, CLIP 64 x 1
     assert {m: budgets[m]["captions_per_step"] for m in ("stablerep", "simclr", "clip", "supervised")} == {
         "stablerep": 16, "simclr": 32, "clip": 64, "supervised": 64}
     assert budgets["clip"]["augmentation"] == cfg.augment.model_dump(mode="json")
-    runs = [run_config(cfg, m, s) for m in cfg.training_methods() for s in cfg.seeds]
+    runs = [comparison_run(cfg, m, s) for m in cfg.training_methods() for s in cfg.seeds]
     assert {r.model.backbone for r in runs} == {"resnet_tiny_cpu"} and {r.model.img_size for r in runs} == {32}
     assert sorted({r.train.seed for r in runs}) == cfg.seeds
 
 
 def test_matching_captions_is_the_named_alternative():
     cfg = DemoConfig(budget="captions")
-    budgets = {m: budget_of(run_config(cfg, m, 0)) for m in cfg.training_methods()}
+    budgets = {m: budget_of(comparison_run(cfg, m, 0)) for m in cfg.training_methods()}
     assert {b["captions_per_step"] for b in budgets.values()} == {16}
     assert budgets["stablerep"]["images_per_step"] == 64 and budgets["clip"]["images_per_step"] == 16
 

@@ -4,7 +4,7 @@ budget shape stays near chance for the self-supervised methods), and a rerun tha
 
 import json
 
-from stablerep.demo import DemoConfig, run_demo
+from stablerep.experiments.demo import DemoConfig, run_demo
 
 
 def test_reduced_demo_learns_and_reports_intervals(tmp_path):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from stablerep.demo import DemoConfig, run_demo
+from stablerep.experiments.demo import DemoConfig, run_demo
+from stablerep.experiments.guidance import GuidanceStudyConfig, run_guidance_study
 from stablerep.generator.fidelity import chance
 from stablerep.generator.shipped import shipped_generator
-from stablerep.guidance_study import GuidanceStudyConfig, run_guidance_study
 from stablerep.shards import read_manifest
 
 pytestmark = pytest.mark.slow

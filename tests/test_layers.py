@@ -1,7 +1,8 @@
 """Layer rules of the core package, read from the source (nothing is imported or executed).
 
 flows -> tasks -> stablerep; inside the core, lower floors never reach up: evaluation and
-synthesis never import training, data never imports models, and no core module imports the demo.
+synthesis never import training, data never imports models, and neither a core module nor the stages
+import the experiments (the demo and the other recipes sit above them).
 Imports inside functions count as much as those at the top of a module.
 """
 
@@ -21,7 +22,8 @@ RULES = [
     ("stablerep.evaluation", ("stablerep.training",)),
     ("stablerep.synthesis", ("stablerep.training",)),
     ("stablerep.data", ("stablerep.models",)),
-    *[(f"stablerep.{name}", ("stablerep.demo",)) for name in CORE],
+    ("stablerep.stages", ("stablerep.experiments",)),
+    *[(f"stablerep.{name}", ("stablerep.experiments",)) for name in CORE],
 ]
 
 
@@ -83,8 +85,10 @@ def test_core_modules_keep_the_layer_rules():
     ("from ..training import precision", "stablerep/synthesis/x.py", "must not import stablerep.training"),
     ("from stablerep import training", "stablerep/evaluation/x.py", "must not import stablerep.training"),
     ("from stablerep.models.text import CaptionTokenizer", "stablerep/data/x.py", "must not import stablerep.models"),
-    ("from stablerep.demo import DemoConfig", "stablerep/losses/x.py", "must not import stablerep.demo"),
-    ("from . import demo", "stablerep/training/../x.py", None),
+    ("from stablerep.experiments.demo import DemoConfig", "stablerep/losses/x.py",
+     "must not import stablerep.experiments"),
+    ("from stablerep.experiments import plan", "stablerep/stages.py", "must not import stablerep.experiments"),
+    ("from . import experiments", "stablerep/training/../x.py", None),
 ])
 def test_each_rule_catches_its_violation(tmp_path, monkeypatch, source, importer_file, expected):
     """The checker finds each kind of forbidden import (top level, in a function, relative)."""
@@ -95,6 +99,6 @@ def test_each_rule_catches_its_violation(tmp_path, monkeypatch, source, importer
     monkeypatch.setattr(sys.modules[__name__], "ROOT", root)
     found = violations([path])
     if expected is None:
-        assert found == []  # stablerep/x.py is not one of the core packages the demo rule covers
+        assert found == []  # stablerep/x.py is not one of the core packages the experiments rule covers
     else:
         assert len(found) == 1 and expected in found[0], found

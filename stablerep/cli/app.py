@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 
 from stablerep.cli.common import friendly_errors
+from stablerep.cli.corpus import dataset_import, dataset_pair
 from stablerep.cli.data import captions_app, dataset_app
 from stablerep.cli.demo import compare, demo
 from stablerep.cli.evaluate import evaluate
+from stablerep.cli.experiment import experiment
 from stablerep.cli.generator import generator_app
 from stablerep.cli.synthesis import captions_procedural, synthesize
 
@@ -27,7 +29,10 @@ app.command("synthesize")(synthesize)
 app.command("evaluate")(evaluate)
 app.command("compare")(compare)
 app.command("demo")(demo)
+app.command("experiment")(experiment)
 captions_app.command("procedural")(captions_procedural)
+dataset_app.command("import")(dataset_import)
+dataset_app.command("pair")(dataset_pair)
 
 
 @config_app.command("show")

@@ -17,8 +17,8 @@ def demo(
 ) -> None:
     """The offline end-to-end run: captions -> synthesis -> shards -> StableRep, SimCLR and CLIP
     encoders -> probes against random init -> OUT/summary.json, results.md, results.png."""
-    from stablerep.demo import DemoConfig, run_demo
     from stablerep.evaluation.compare import markdown_table
+    from stablerep.experiments.demo import DemoConfig, run_demo
 
     summary = run_demo(out, DemoConfig.model_validate(parse_set_options(set_)))
     typer.echo(markdown_table(summary), err=True)

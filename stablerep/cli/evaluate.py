@@ -12,7 +12,7 @@ from stablerep.cli.common import UserError, friendly_errors
 PROTOCOLS = ("linear_probe", "linear_probe_sgd", "knn", "few_shot", "zero_shot")
 
 
-def _named(items: list[str], what: str) -> dict[str, str]:
+def named_specs(items: list[str], what: str) -> dict[str, str]:
     """``NAME=SPEC`` items (a bare SPEC is named after its last path component)."""
     out: dict[str, str] = {}
     for item in items:
@@ -49,8 +49,8 @@ def evaluate(
 
     base = load_suite(suite) if suite else EvalSuite()
     tree = base.model_dump()
-    tree["encoders"].update(_named(encoder or [], "encoder"))
-    for name, spec in _named(dataset or [], "dataset").items():
+    tree["encoders"].update(named_specs(encoder or [], "encoder"))
+    for name, spec in named_specs(dataset or [], "dataset").items():
         tree["datasets"][name] = {"spec": spec}
     if skip_bad_images:
         for entry in tree["datasets"].values():

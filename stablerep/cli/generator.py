@@ -72,7 +72,7 @@ def generator_study(
 ) -> None:
     """The guidance-scale study: StableRep and SimCLR on generated images at each guidance scale,
     CLIP and SimCLR on the real renders, one budget, several seeds, 95% intervals, one plot."""
-    from stablerep.guidance_study import GuidanceStudyConfig, run_guidance_study, study_table
+    from stablerep.experiments.guidance import GuidanceStudyConfig, run_guidance_study, study_table
 
     summary = run_guidance_study(out, GuidanceStudyConfig.model_validate(parse_set_options(set_)))
     typer.echo(study_table(summary), err=True)

@@ -1,8 +1,9 @@
 """The evaluation suite: every encoder scored on every dataset by the paper's protocols.
 
 One function, :func:`run_evaluation`, serves `stablerep evaluate`, the `evaluate-encoders`
-Prefect deployment and the demo. It indexes every dataset and loads every encoder before any
-image is encoded (so a bad spec fails at once), extracts frozen features through the cache, runs
+Prefect deployment and the experiments. It indexes every dataset, checks that each class has the
+images its protocols need, and loads every encoder before any image is encoded (so a bad spec
+fails at once), extracts frozen features through the cache, runs
 the protocols, and writes OUT/summary.json (last), results.md and results.png.
 """
 
@@ -33,6 +34,7 @@ from stablerep.evaluation.few_shot import few_shot
 from stablerep.evaluation.knn import knn_accuracy
 from stablerep.evaluation.linear_probe import lbfgs_probe, sgd_probe
 from stablerep.evaluation.report import write_report
+from stablerep.evaluation.requirements import check_class_counts
 from stablerep.evaluation.zero_shot import TEMPLATES, class_embeddings, zero_shot_accuracy
 
 
@@ -126,6 +128,19 @@ def load_suite(path: str) -> EvalSuite:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return EvalSuite.model_validate(tree)
+
+
+def check_datasets(entries: dict[str, DatasetEntry], protocols: ProtocolSettings | dict[str, Any]
+                   ) -> dict[str, LabelledDataset]:
+    """Index every dataset (no image decoded) and check that each holds the images per class
+    that the enabled protocols need (stablerep.evaluation.requirements); a DatasetError names the
+    dataset, the classes short of images and what the protocols need."""
+    protocols = ProtocolSettings.model_validate(protocols) if isinstance(protocols, dict) else protocols
+    datasets = {}
+    for name, entry in entries.items():
+        datasets[name] = load_labelled(name, entry.spec, entry.options())
+        check_class_counts(name, datasets[name], protocols)
+    return datasets
 
 
 def _features(encoder: Encoder, dataset: LabelledDataset, split: str, suite: EvalSuite, cache: FeatureCache,
@@ -230,7 +245,7 @@ def run_evaluation(suite: EvalSuite, out: str | None = None, progress: bool = Tr
     if not suite.encoders:
         raise ValueError("nothing to evaluate: give at least one encoder (--encoder NAME=SPEC or a suite file)")
     t_start = time.perf_counter()
-    datasets = {name: load_labelled(name, entry.spec, entry.options()) for name, entry in suite.datasets.items()}
+    datasets = check_datasets(suite.datasets, suite.protocols)
     encoders = {name: load_encoder(name, spec) for name, spec in suite.encoders.items()}
     t_loaded = time.perf_counter()
     cache = FeatureCache(suite.features.cache)

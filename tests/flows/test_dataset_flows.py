@@ -109,7 +109,7 @@ def test_pipeline_flow_gives_the_cli_demo_s_figures(tmp_path):
     from pathlib import Path
 
     from flows.pipeline import stablerep_pipeline
-    from stablerep.demo import DemoConfig
+    from stablerep.experiments.demo import DemoConfig
 
     settings = {"captions": 32, "steps": 15, "probe_per_class": 8, "probe_test_per_class": 8,
                 "captions_per_shard": 16, "methods": ["stablerep", "simclr"], "seeds": [0, 1], "images_per_step": 16}

@@ -18,20 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
 
 from stablerep import storage
-from stablerep.budget import budget_of
-from stablerep.demo import (
-    DemoConfig,
-    dataset_root,
-    make_captions,
-    run_config,
-    synthesize_kind,
-    train_method,
-)
-from stablerep.evaluation.compare import FLOOR, compare_runs, markdown_table
+from stablerep.evaluation.compare import FLOOR, markdown_table
 from stablerep.evaluation.report import write_report_files
+from stablerep.experiments.demo import DemoConfig, captions_step, probe_evaluation, synthesis_step
+from stablerep.experiments.plan import ExperimentPlan, execute_plan
+from stablerep.experiments.runs import training_step
 from stablerep.plots import figure_png, pyplot
 
 
@@ -97,58 +90,48 @@ def _fidelity_of_dataset(root: str, n: int, classifier) -> dict[str, float]:
     return fidelity(classifier, images, captions)
 
 
-def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Generate, train and score every (method, scale) and the real baselines; write the report."""
+def build_guidance_plan(out: str, cfg: GuidanceStudyConfig | None = None) -> ExperimentPlan:
+    """The study as stage jobs: per scale, its captions, its generated dataset and the runs on it;
+    the real renders and the runs on them; the probe comparison of every run."""
     cfg = cfg or GuidanceStudyConfig()
-    demo, seeds = cfg.demo, cfg.demo.seeds
-    timings: dict[str, float] = {}
-    runs: dict[str, dict[int, str]] = {}
+    demo, datasets, runs, roots = cfg.demo, [], [], {}
+    for w in cfg.scales:
+        sub, at_w = storage.join(out, scale_name(w)), demo.model_copy(update={"guidance": w})
+        root = roots[scale_name(w)] = storage.join(sub, "synthetic")
+        datasets += [captions_step(sub, at_w, root, f"captions w={w:g}"),
+                     synthesis_step(at_w, "synthetic", root, root, f"generate w={w:g}")]
+        runs += [training_step(sub, at_w, m, seed, root, generated_run(m, w)) for seed in demo.seeds
+                 for m in cfg.on_generated]
+    real = storage.join(out, "real")
+    captions_root, roots["real"] = storage.join(real, "synthetic"), storage.join(real, "real")
+    datasets += [captions_step(real, demo, captions_root, "captions real"),
+                 synthesis_step(demo, "real", captions_root, roots["real"], "render real")]
+    runs += [training_step(real, demo, m, seed, roots["real"], real_run(m)) for seed in demo.seeds for m in cfg.on_real]
+    return ExperimentPlan(recipe="guidance study", out=out, roots=roots, datasets=datasets, runs=runs,
+                          evaluation=probe_evaluation(demo), budget_match=demo.budget,
+                          settings=cfg.model_dump(mode="json"))
+
+
+def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Generate, train and score every (method, scale) and the real baselines (the plan of
+    :func:`build_guidance_plan`), score the generated images' fidelity, write the report."""
+    cfg = cfg or GuidanceStudyConfig()
+    plan = build_guidance_plan(out, cfg)
+    summary = execute_plan(plan, progress)
     fidelity: dict[str, dict[str, float]] = {}
-    classifier = None
-    if cfg.fidelity_images:  # loaded once for every scale
+    if cfg.fidelity_images:  # the classifier is loaded once for every scale
         from stablerep.generator.fidelity import FidelityClassifier
         from stablerep.generator.shipped import shipped_classifier
 
-        classifier = FidelityClassifier.load(shipped_classifier())
-    total = len(cfg.scales) * (1 + len(cfg.on_generated) * len(seeds)) + 1 + len(cfg.on_real) * len(seeds) + 1
-    with tqdm(total=total, desc="guidance study", unit="stage", disable=None if progress else True) as bar:
-        def stage(name: str, fn, *args, **kwargs):
-            bar.set_postfix_str(name)
-            t0 = time.perf_counter()
-            value = fn(*args, **kwargs)
-            timings[name] = round(time.perf_counter() - t0, 2)
-            bar.update()
-            return value
-
-        for w in cfg.scales:
-            sub, at_w = storage.join(out, scale_name(w)), demo.model_copy(update={"guidance": w})
-            stage(f"generate w={w:g}", synthesize_kind, sub, at_w, "synthetic", make_captions(sub, at_w))
-            if cfg.fidelity_images:
-                fidelity[f"{w:g}"] = _fidelity_of_dataset(dataset_root(sub, "synthetic"), cfg.fidelity_images,
-                                                          classifier)
-            for seed in seeds:
-                for m in cfg.on_generated:
-                    runs.setdefault(generated_run(m, w), {})[seed] = stage(
-                        f"train {m} w={w:g} seed {seed}", train_method, sub, at_w, m, seed, False, kind="synthetic")
-        real = storage.join(out, "real")
-        stage("render real", synthesize_kind, real, demo, "real", make_captions(real, demo))
-        for seed in seeds:
-            for m in cfg.on_real:
-                runs.setdefault(real_run(m), {})[seed] = stage(f"train {m} real seed {seed}", train_method, real,
-                                                               demo, m, seed, False, kind="real")
         t0 = time.perf_counter()
-        bar.set_postfix_str("evaluate")
-        summary = compare_runs(runs, labels=tuple(demo.probe_labels), per_class=demo.probe_per_class,
-                               test_per_class=demo.probe_test_per_class, render_size=2 * demo.image_size)
-        timings["evaluate"] = round(time.perf_counter() - t0, 2)
-        bar.update()
-    summary["budget"] = {name: budget_of(run_config(demo, name.split("-")[0], seeds[0])) for name in runs}
-    summary["budget_match"] = demo.budget
+        classifier = FidelityClassifier.load(shipped_classifier())
+        for w in cfg.scales:
+            fidelity[f"{w:g}"] = _fidelity_of_dataset(plan.roots[scale_name(w)], cfg.fidelity_images, classifier)
+        timings = summary["timings_s"]
+        timings["fidelity"] = round(time.perf_counter() - t0, 2)
+        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 2)
     summary["fidelity"] = fidelity
     summary["scales"] = cfg.scales
-    summary["settings"] = cfg.model_dump(mode="json")
-    summary["timings_s"] = {**timings, "total": round(sum(timings.values()), 2)}
-    summary["runs"] = runs
     summary["report"] = write_report_files(out, summary, study_table(summary), plot_study(summary))
     return summary
 
