@@ -97,12 +97,17 @@ def digits_split(labels: list[int], test_fraction: float = 0.2, seed: int = 0) -
     return out
 
 
-def write_digits_imagefolder(root: str) -> str:
-    """The digits as ROOT/{train,test}/DIGIT/NNNN.png; returns ROOT."""
+def write_digits_imagefolder(root: str, train: int | None = None, test: int | None = None) -> str:
+    """The digits as ROOT/{train,test}/DIGIT/NNNN.png (only the first ``train`` / ``test`` of each
+    class when given); returns ROOT."""
     from pathlib import Path
 
     images, labels, _ = digits_images()
+    limits, seen = {"train": train, "test": test}, {}
     for i, (data, label, split) in enumerate(zip(images, labels, digits_split(labels), strict=True)):
+        if limits[split] is not None and seen.get((split, label), 0) >= limits[split]:
+            continue
+        seen[(split, label)] = seen.get((split, label), 0) + 1
         path = Path(root) / split / str(label) / f"{i:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

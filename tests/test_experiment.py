@@ -30,7 +30,7 @@ from stablerep.experiments.plan import (
 from stablerep.experiments.runs import comparison_run
 from stablerep.shards import read_manifest
 from stablerep.shards.captions import load_captions
-from stablerep.testing import digits_images, digits_split
+from stablerep.testing import write_digits_imagefolder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,15 +121,7 @@ def test_bad_corpus_requests_are_refused_before_any_work(settings, message):
 
 def _digits_folder(root: Path, train: int = 30, test: int = 10) -> Path:
     """Real handwritten digits (scikit-learn's scans): ``train`` / ``test`` of each class."""
-    images, labels, _ = digits_images()
-    seen: dict[tuple[str, int], int] = {}
-    for i, (data, label, split) in enumerate(zip(images, labels, digits_split(labels), strict=True)):
-        if seen.get((split, label), 0) < (train if split == "train" else test):
-            seen[(split, label)] = seen.get((split, label), 0) + 1
-            path = root / split / str(label) / f"{i:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-    return root
+    return Path(write_digits_imagefolder(str(root), train, test))
 
 
 @pytest.fixture(scope="module")

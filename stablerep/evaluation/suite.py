@@ -101,6 +101,13 @@ class DatasetEntry(DatasetOptions):
         return DatasetOptions.model_validate(self.model_dump(exclude={"spec"}))
 
 
+def dataset_short_forms(value: Any) -> Any:
+    """``{name: "KIND:..."}`` as ``{name: {"spec": "KIND:..."}}``: a suite's datasets given as bare specs."""
+    if isinstance(value, dict):
+        return {k: {"spec": v} if isinstance(v, str) else v for k, v in value.items()}
+    return value
+
+
 class EvalSuite(_Strict):
     """What to evaluate: datasets (name -> spec or options), encoders (name -> spec), protocols."""
 
@@ -113,9 +120,7 @@ class EvalSuite(_Strict):
     @field_validator("datasets", mode="before")
     @classmethod
     def _short_form(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: {"spec": v} if isinstance(v, str) else v for k, v in value.items()}
-        return value
+        return dataset_short_forms(value)
 
 
 def load_suite(path: str) -> EvalSuite:

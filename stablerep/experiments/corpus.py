@@ -24,7 +24,7 @@ from stablerep.config import Backend, SynthesisConfig
 from stablerep.corpora.importer import ImportConfig
 from stablerep.data.labelled import parse_dataset_spec
 from stablerep.evaluation.compare import comparison_protocols
-from stablerep.evaluation.suite import DatasetEntry
+from stablerep.evaluation.suite import DatasetEntry, dataset_short_forms
 from stablerep.experiments.plan import (
     ExperimentPlan,
     ImportStep,
@@ -82,9 +82,7 @@ class CorpusExperimentConfig(ComparisonSettings):
     @field_validator("suite", mode="before")
     @classmethod
     def _short_form(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: {"spec": v} if isinstance(v, str) else v for k, v in value.items()}
-        return value
+        return dataset_short_forms(value)
 
     @model_validator(mode="after")
     def _check(self) -> CorpusExperimentConfig:

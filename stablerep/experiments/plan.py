@@ -28,7 +28,7 @@ from stablerep.evaluation.compare import (
     comparison_protocols,
     write_report,
 )
-from stablerep.evaluation.suite import DatasetEntry, check_datasets
+from stablerep.evaluation.suite import DatasetEntry, check_datasets, dataset_short_forms
 from stablerep.experiments.budget import budget_of
 from stablerep.shards.layout import captions_url
 from stablerep.stages import ImportJob, SynthesisJob, TrainingJob, import_dataset, synthesize, train
@@ -106,9 +106,7 @@ class SuiteEvaluation(_Step):
     @field_validator("datasets", mode="before")
     @classmethod
     def _short_form(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: {"spec": v} if isinstance(v, str) else v for k, v in value.items()}
-        return value
+        return dataset_short_forms(value)
 
 
 Evaluation = Annotated[ProbeEvaluation | SuiteEvaluation, Field(discriminator="kind")]

@@ -8,20 +8,12 @@ import pytest
 
 from stablerep.errors import DatasetError
 from stablerep.evaluation import EvalSuite, run_evaluation
-from stablerep.testing import digits_images, digits_split
+from stablerep.testing import write_digits_imagefolder
 
 
 def _digits_folder(root: Path, train: int, test: int) -> Path:
     """The first ``train`` / ``test`` digits of each class as ROOT/{train,test}/DIGIT/NNNN.png."""
-    images, labels, _ = digits_images()
-    seen: dict[tuple[str, int], int] = {}
-    for i, (data, label, split) in enumerate(zip(images, labels, digits_split(labels), strict=True)):
-        if seen.get((split, label), 0) < (train if split == "train" else test):
-            seen[(split, label)] = seen.get((split, label), 0) + 1
-            path = root / split / str(label) / f"{i:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-    return root
+    return Path(write_digits_imagefolder(str(root), train, test))
 
 
 def _suite(folder: Path, encoder: str, **protocols) -> EvalSuite:
