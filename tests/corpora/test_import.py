@@ -232,3 +232,28 @@ def test_bad_input_is_one_line_naming_the_file_and_commits_nothing(corpus, tmp_p
     summary = json.loads(skipped.stdout)
     assert summary["images"] == 1 and summary["skipped_rows"] == {"bad_image": 1}
     assert read_manifest(str(tmp_path / "skipping"))["lineage"]["rows_skipped"] == {"bad_image": 1}
+
+
+def test_an_import_from_and_into_s3_matches_the_local_one(corpus, imported, s3_server):
+    """Sources on the real S3 server (listed as a brace pattern) into a root there: the same rows
+    as the local import, and the lineage names each source's ETag."""
+    import uuid
+
+    import s3fs
+
+    from tests.conftest import S3_BUCKET
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    prefix = f"{S3_BUCKET}/{uuid.uuid4().hex}"
+    tars = sorted(p for p in Path(corpus.webdataset).iterdir() if p.suffix == ".tar")
+    for path in tars:
+        fs.put_file(str(path), f"{prefix}/corpus/{path.name}")
+    pattern = f"s3://{prefix}/corpus/{{{tars[0].stem}..{tars[-1].stem}}}.tar"
+    root = f"s3://{prefix}/real"
+    summary = _import([pattern], root, captions_per_shard=64)
+    real, local = imported
+    assert summary["images"] == local["images"] and _rows(root) == _rows(real)
+    assert verify_dataset(root, deep=True).ok
+    sources = read_manifest(root)["lineage"]["sources"]
+    assert [s["url"].rsplit("/", 1)[-1] for s in sources] == [p.name for p in tars]
+    assert all(s.get("etag") and "sha256" not in s for s in sources)
