@@ -18,7 +18,15 @@ from tests.conftest import free_port
 from tests.flows import test_stack
 from tests.flows.test_stack import _api
 
-multinode_stack = test_stack.stack  # the `make up` stack fixture, one stack for this module
+
+@pytest.fixture(scope="module")
+def multinode_stack(tmp_path_factory):
+    """The `make up` stack, one for this module, whose flow runs compute with one thread each:
+    torchrun sets OMP_NUM_THREADS=1 only for several ranks per node, and a node of one rank on
+    two threads sums its matrix products in another order than the two-rank reference (the
+    losses then drift apart by about 1e-5 in 8 steps); with equal arithmetic they match."""
+    yield from test_stack.running_stack(tmp_path_factory, {"OMP_NUM_THREADS": "1"})
+
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +96,7 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(multinode_stack, dataset
                           "-m", "stablerep", "train", "--config", "tiny_cpu", "--data", str(dataset),
                           "--out", str(single), *[a for o in OVERRIDES for a in ("--set", o)]],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     # a second gpu worker: the second host
@@ -118,7 +126,7 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(multinode_stack, dataset
     assert [s for s, _ in expected] == list(range(1, 9))
     got = _losses(multi)
     assert [s for s, _ in got] == [s for s, _ in expected]
-    for (step, a), (_, b) in zip(got, expected, strict=True):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), (step, a, b)
+    # the same ranks, data and arithmetic (one thread each): the same losses, bit for bit
+    assert got == expected
     artifacts = _api(stack, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [parent]}}})
     assert {"training-stablerep", "loss-curve-stablerep"} <= {a["key"] for a in artifacts}

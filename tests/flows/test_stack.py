@@ -24,12 +24,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def running_stack(tmp_path_factory, extra_env: dict[str, str] | None = None):
+    """`deployments/stack.sh up` in a fresh directory (``extra_env`` reaches the server and the
+    workers, and so every flow run they start); yields what a user of the stack has; `down` after."""
     directory = tmp_path_factory.mktemp("stack")
     port = free_port()
     env = {**os.environ, "PREFECT_PORT": str(port), "STACK_DIR": str(directory),
-           "PYTHON_BIN": str(Path(sys.executable).parent)}
+           "PYTHON_BIN": str(Path(sys.executable).parent), **(extra_env or {})}
     for key in ("PREFECT_API_URL", "PREFECT_HOME"):
         env.pop(key, None)
     up = subprocess.run([str(ROOT / "deployments/stack.sh"), "up"], env=env, capture_output=True, text=True,
@@ -43,6 +44,11 @@ def stack(tmp_path_factory):
     finally:
         subprocess.run([str(ROOT / "deployments/stack.sh"), "down"], env=env, capture_output=True, timeout=120)
         assert not any((directory / f"{name}.pid").exists() for name in ("server", "worker-cpu", "worker-gpu"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    yield from running_stack(tmp_path_factory)
 
 
 def _api(stack, path, body=None):
@@ -84,6 +90,8 @@ def test_offline_demo_deployment_runs_on_a_worker_and_shows_its_artifacts(stack,
     with SignedInChromium(CHROMIUM, SCREENSHOTS / "chromium-profile", stack["ui"], stack["auth"]) as browser:
         page = f"{stack['ui']}/artifacts/artifact/{report['id']}"
         dom = browser.dom_when(page, "Probe accuracies", "random_init", "data:image/png;base64")
+        if "Probe accuracies" not in dom:  # what the page showed instead, for the failure report
+            browser.screenshot(SCREENSHOTS / "ui-evaluation-report-failed.png")
         assert "Probe accuracies" in dom and "random_init" in dom and "data:image/png;base64" in dom
         shot = SCREENSHOTS / "ui-evaluation-report.png"
         browser.screenshot(shot)
