@@ -121,22 +121,15 @@ class SignedInChromium:
             assert time.time() < deadline, f"{url} did not load"
             time.sleep(0.2)
 
-    def dom_when(self, url: str, *needles: str, timeout: float = 240, reload_after: float = 60) -> str:
-        """Open ``url`` and return its DOM once it contains every needle. The UI renders late, and
-        on a loaded machine one of its API calls can time out and leave the page empty (the DOM
-        then holds only the toast container), so the page is opened again every ``reload_after``
-        seconds until ``timeout``."""
+    def dom_when(self, url: str, *needles: str, timeout: float = 120) -> str:
+        """Open ``url`` and return its DOM once it contains every needle (the UI renders late)."""
+        self.open(url)
         deadline = time.time() + timeout
         while True:
-            self.open(url)
-            reload_at = time.time() + reload_after
-            while True:
-                dom = self.evaluate("document.documentElement.outerHTML") or ""
-                if all(n in dom for n in needles) or time.time() > deadline:
-                    return dom
-                if time.time() > reload_at:
-                    break
-                time.sleep(0.5)
+            dom = self.evaluate("document.documentElement.outerHTML") or ""
+            if all(n in dom for n in needles) or time.time() > deadline:
+                return dom
+            time.sleep(0.5)
 
     def screenshot(self, path: Path) -> None:
         Path(path).write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
