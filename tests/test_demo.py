@@ -3,8 +3,18 @@ StableRep clearly above its untrained architecture (kNN, and the linear probe on
 budget shape stays near chance for the self-supervised methods), and a rerun that trains nothing."""
 
 import json
+from pathlib import Path
 
+from stablerep.experiments.budget import budget_of
 from stablerep.experiments.demo import DemoConfig, run_demo
+from stablerep.experiments.plan import saved_run_config
+
+
+def _files(root: Path) -> dict[str, tuple[int, int] | bytes]:
+    """Every file under root with its size and modification time (ns); a run's config.json, which
+    a rerun writes again before it finds its checkpoint, by its content."""
+    return {str(f.relative_to(root)): f.read_bytes() if f.name == "config.json" else
+            (f.stat().st_size, f.stat().st_mtime_ns) for f in root.rglob("*") if f.is_file()}
 
 
 def test_reduced_demo_learns_and_reports_intervals(tmp_path):
@@ -18,9 +28,15 @@ def test_reduced_demo_learns_and_reports_intervals(tmp_path):
     assert colour["stablerep"]["mean"] > colour["random_init"]["mean"] + 0.05, colour
     assert summary["seeds"]["stablerep"] == [0, 1] and len(summary["per_seed"]["linear_probe"]["simclr"]) == 2
     assert all(v is not None and v > 0 for v in summary["ci95"]["linear_probe"].values())
-    budgets = summary["budget"]
-    assert {b["images_per_step"] for b in budgets.values()} == {64} and {b["steps"] for b in budgets.values()} == {200}
-    assert len({json.dumps(b["augmentation"], sort_keys=True) for b in budgets.values()}) == 1
+    # the budget each run trained with, read from the config it saved beside its checkpoints
+    trained = [budget_of(saved_run_config(d)) for seeds in summary["runs"].values() for d in seeds.values()]
+    assert len(trained) == 3 * 2  # stablerep, simclr, supervised x 2 seeds
+    assert {b["images_per_step"] for b in trained} == {64} and {b["steps"] for b in trained} == {200}
+    assert len({json.dumps(b["augmentation"], sort_keys=True) for b in trained}) == 1
+    assert all(summary["budget"][m] == budget_of(saved_run_config(next(iter(s.values())))) for m, s in summary["runs"].items())
+    # SimCLR learns too, and the supervised ceiling is above every self-supervised method on colour
+    assert summary["knn"]["simclr"] > summary["knn"]["random_init"] + 0.05, summary["knn"]
+    assert colour["supervised"]["mean"] > max(colour["stablerep"]["mean"], colour["simclr"]["mean"]), colour
     assert any(d["a"] == "stablerep" and d["b"] == "simclr" for d in summary["differences"])
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["linear_probe"] == probe and saved["ci95"] == summary["ci95"]
@@ -37,6 +53,7 @@ def test_reduced_demo_learns_and_reports_intervals(tmp_path):
         assert f"{ahead} is ahead of {behind} by {abs(d['difference']):.3f}" in table
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a rerun resumes: shards and checkpoints are committed, so nothing is trained again
+    before = _files(tmp_path / "runs")
     again = run_demo(str(tmp_path), cfg, progress=False)
-    assert again["linear_probe"]["stablerep"] == probe["stablerep"]
-    assert again["timings_s"]["train stablerep seed 0"] < summary["timings_s"]["train stablerep seed 0"]
+    assert again["linear_probe"] == probe and again["per_seed"] == summary["per_seed"]
+    assert _files(tmp_path / "runs") == before  # no checkpoint or log written again, the same configs

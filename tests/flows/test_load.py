@@ -21,8 +21,10 @@ def test_a_build_under_load_with_a_killed_worker_equals_the_sequential_build(tmp
     assert run["build_state"] == "COMPLETED", run
     assert run["identical_to_sequential"] and run["dataset_verified"]  # manifest and every shard's sha256
     assert run["api"]["failures"] == 0 and run["api"]["requests"] > 100, run["api"]
-    assert run["api"]["p50_ms"] <= run["api"]["p95_ms"] < 30_000
-    assert run["batches_per_min"] > 0 and run["failed_runs"] == 0
+    # the API stays responsive while the batches run: the full form measured p95 494-609 ms with 20
+    # clients on 4 workers (benchmarks/results/load_test.json), this reduced form 117 ms on a host at load 4
+    assert run["api"]["p95_ms"] < 2_000, run["api"]
+    assert run["failed_runs"] == 0 and run["batch_flow_runs"] >= 12 + 1  # one run per batch, one rerun at least
     (kill,) = run["kills"]
     assert kill["state_at_kill"] == "RUNNING" and kill["processes_killed"] >= 2, kill  # worker + its flow run
     assert kill["final_state"] == "CRASHED" and kill["batch_completed_by_a_rerun"], kill
