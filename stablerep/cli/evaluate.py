@@ -13,13 +13,14 @@ PROTOCOLS = ("linear_probe", "linear_probe_sgd", "knn", "few_shot", "zero_shot")
 
 
 def named_specs(items: list[str], what: str) -> dict[str, str]:
-    """``NAME=SPEC`` items (a bare SPEC is named after its last path component)."""
+    """``NAME=SPEC`` items (a bare SPEC is named after its last path component, without a
+    ``#metric=...`` suffix)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, spec = item.partition("=")
-        if not sep or not name or ":" in name or "/" in name:
+        if not sep or not name or ":" in name or "/" in name or "#" in name:
             spec = item
-            name = item.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+            name = item.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         if name in out:
             raise UserError(f"two {what}s named {name!r}: name them with NAME=SPEC")
         out[name] = spec
@@ -32,7 +33,8 @@ def evaluate(
     encoder: Annotated[list[str] | None, typer.Option(
         help="NAME=SPEC (repeatable): RUN_DIR, random:RUN_DIR, timm:MODEL[:WEIGHTS], open_clip:ARCH:WEIGHTS")] = None,
     dataset: Annotated[list[str] | None, typer.Option(
-        help="NAME=SPEC (repeatable): imagefolder:PATH, parquet:PATH, torchvision:NAME:ROOT, procedural:shape|colour")] = None,
+        help="NAME=SPEC (repeatable): imagefolder:PATH, parquet:PATH, torchvision:NAME:ROOT, procedural:shape|colour; "
+             "end a SPEC in #metric=mean_per_class or #metric=accuracy to set its metric")] = None,
     suite: Annotated[str | None, typer.Option(help="suite YAML: datasets, encoders, protocols, features")] = None,
     protocol: Annotated[list[str] | None, typer.Option(
         help=f"run only these (repeatable): {', '.join(PROTOCOLS)}")] = None,

@@ -17,6 +17,7 @@ from stablerep.data.labelled import (
     fingerprint,
     parse_dataset_spec,
     resolve_metric,
+    split_metric,
 )
 from stablerep.data.labelled_parquet import load_parquet
 from stablerep.data.torchvision_sets import load_torchvision
@@ -25,8 +26,17 @@ from stablerep.world import COLOURS, SHAPES, probe_set
 
 
 def load_labelled(name: str, spec: str, options: DatasetOptions | None = None) -> LabelledDataset:
-    """Index the dataset ``spec`` (no image is decoded); errors name the dataset and the culprit."""
+    """Index the dataset ``spec`` (no image is decoded); errors name the dataset and the culprit.
+
+    A spec ending in ``#metric=accuracy`` or ``#metric=mean_per_class`` sets the metric, as
+    ``options.metric`` does; the two may not disagree."""
     options = options or DatasetOptions()
+    spec, metric = split_metric(spec)
+    if metric is not None:
+        if options.metric not in ("auto", metric):
+            raise DatasetError(f"dataset {name}: the spec says metric {metric} but its options say "
+                               f"{options.metric}; give the metric once")
+        options = options.model_copy(update={"metric": metric})
     kind, rest = parse_dataset_spec(spec)
     if kind == "imagefolder":
         dataset = load_imagefolder(name, rest, options)

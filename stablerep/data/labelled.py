@@ -30,6 +30,8 @@ from stablerep import storage
 from stablerep.errors import DatasetError
 
 Metric = Literal["accuracy", "mean_per_class"]
+METRICS: tuple[Metric, ...] = ("accuracy", "mean_per_class")
+METRIC_SUFFIX = "#metric="  # KIND:...#metric=mean_per_class: the metric given on the spec itself
 KINDS = ("imagefolder", "parquet", "torchvision", "procedural")
 
 
@@ -39,8 +41,8 @@ class DatasetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: Literal["auto", "accuracy", "mean_per_class"] = Field(
-        "auto", description="auto: mean per-class accuracy where the paper uses it (Aircraft, Caltech-101, "
-                            "Flowers, Pets), else accuracy")
+        "auto", description="auto: mean per-class accuracy where the paper uses it (torchvision's Aircraft, "
+                            "Caltech-101, Flowers, Pets), else accuracy; also settable as a #metric=... spec suffix")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="test share when the source has one split only")
     split_seed: int = Field(0, description="seed of that stratified split")
     skip_bad_images: bool = Field(False, description="skip (and count) unreadable or non-image files")
@@ -203,6 +205,17 @@ def split_by_class_count(labels: np.ndarray, train_per_class: int, seed: int) ->
 
 def resolve_metric(options: DatasetOptions, default: Metric) -> Metric:
     return default if options.metric == "auto" else options.metric
+
+
+def split_metric(spec: str) -> tuple[str, Metric | None]:
+    """``KIND:...#metric=NAME`` -> (``KIND:...``, NAME); a spec without the suffix -> (spec, None)."""
+    base, sep, metric = spec.rpartition(METRIC_SUFFIX)
+    if not sep:
+        return spec, None
+    if metric not in METRICS:
+        raise DatasetError(f"dataset {spec!r}: unknown metric {metric!r}; end the spec in "
+                           f"{METRIC_SUFFIX}accuracy or {METRIC_SUFFIX}mean_per_class")
+    return base, metric
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, str]:

@@ -95,7 +95,8 @@ class FeatureSettings(_Strict):
 
 
 class DatasetEntry(DatasetOptions):
-    spec: str = Field(description="imagefolder:PATH, parquet:PATH, torchvision:NAME:ROOT or procedural:LABEL")
+    spec: str = Field(description="imagefolder:PATH, parquet:PATH, torchvision:NAME:ROOT or procedural:LABEL, "
+                                  "optionally ending in #metric=accuracy or #metric=mean_per_class")
 
     def options(self) -> DatasetOptions:
         return DatasetOptions.model_validate(self.model_dump(exclude={"spec"}))
@@ -210,7 +211,7 @@ def score_encoder(dataset: LabelledDataset, encoder: Encoder, feats: dict[str, S
         try:
             result = few_shot(test_x, test_y, n_way=fs.ways, k_shot=shots, queries=fs.queries,
                               episodes=fs.episodes, seed=seed)
-            out[key], out[f"{key}_ci95"] = result.accuracy, result.ci95
+            out[key], out[f"{key}_ci95"], out[f"{key}_episodes"] = result.accuracy, result.ci95, result.episodes
         except ValueError as exc:
             out[key], na[key] = None, f"test split: {exc}"
     if protocols.zero_shot.enabled:

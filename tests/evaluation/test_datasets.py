@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stablerep.cli.evaluate import named_specs
 from stablerep.data.eval_datasets import load_labelled
 from stablerep.data.labelled import DatasetOptions, stratified_split
 from stablerep.errors import DatasetError
@@ -112,6 +113,25 @@ def test_torchvision_dataset_from_a_local_root(tmp_path):
     assert ds.train.images[0].size == (8, 8) and ds.train.images.describe(0).endswith(".jpg")
     mean_per_class = load_labelled("food", f"torchvision:food101:{tmp_path}", DatasetOptions(metric="mean_per_class"))
     assert mean_per_class.metric == "mean_per_class"
+
+
+def test_a_spec_suffix_sets_the_metric_of_any_dataset(digits_folder):
+    plain = load_labelled("pets", f"imagefolder:{digits_folder}")
+    marked = load_labelled("pets", f"imagefolder:{digits_folder}#metric=mean_per_class")
+    assert plain.metric == "accuracy" and marked.metric == "mean_per_class"
+    assert marked.fingerprint == plain.fingerprint and len(marked.test) == len(plain.test)  # features are shared
+    same = load_labelled("pets", f"imagefolder:{digits_folder}#metric=mean_per_class",
+                         DatasetOptions(metric="mean_per_class"))
+    assert same.metric == "mean_per_class"
+    with pytest.raises(DatasetError, match="says metric mean_per_class but its options say accuracy"):
+        load_labelled("pets", f"imagefolder:{digits_folder}#metric=mean_per_class", DatasetOptions(metric="accuracy"))
+    with pytest.raises(DatasetError, match="unknown metric 'top5'"):
+        load_labelled("pets", f"imagefolder:{digits_folder}#metric=top5")
+    # the CLI names a bare spec after its folder, not after its suffix
+    assert named_specs([f"{digits_folder}#metric=accuracy"], "dataset") == {
+        Path(digits_folder).name: f"{digits_folder}#metric=accuracy"}
+    assert named_specs([f"pets=imagefolder:{digits_folder}#metric=accuracy"], "dataset") == {
+        "pets": f"imagefolder:{digits_folder}#metric=accuracy"}
 
 
 def test_torchvision_missing_dataset_says_what_it_looked_for(tmp_path):
