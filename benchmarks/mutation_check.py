@@ -48,6 +48,12 @@ T_SHARDS = "tests/shards/test_shards.py"
 T_AUGMENT = "tests/data/test_augment.py"
 T_LOADER = "tests/data/test_shard_dataset.py"
 T_CONTRACTS = "tests/test_evaluation_contracts.py"
+T_LEASE = "tests/shards/test_lease.py"
+LINEAR = "stablerep/evaluation/linear_probe.py"
+SUITE = "stablerep/evaluation/suite.py"
+KNN = "stablerep/evaluation/knn.py"
+FEW_SHOT = "stablerep/evaluation/few_shot.py"
+LEASE = "stablerep/shards/lease.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("loss: self column no longer masked out of the logits", (
@@ -146,6 +152,62 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("shard loader: resume forgets the worker rotation", (
         ("stablerep/data/shards.py", "ds.rotation = done % w", "ds.rotation = 0"),
     ), (f"{T_LOADER}::test_batches_resume_exactly_mid_epoch[2]",)),
+    Mutation("linear probe: the official validation split ignored (a split of train used)", (
+        (LINEAR, "    if val_x is None:\n        fit_idx, val_idx = stratified_split",
+         "    if True:\n        fit_idx, val_idx = stratified_split"),
+    ), (f"{T_CONTRACTS}::test_lbfgs_chooses_l2_on_the_official_validation_split_when_it_contradicts_train",)),
+    Mutation("linear probe: no refit on train + validation", (
+        (LINEAR, "        ax, tx = (t.to(dev) for t in _standardise(all_x, test_x))\n"
+                 "        w = fit_logistic(ax, all_y.to(dev), classes, best, max_iter)",
+         "        ax, tx = (t.to(dev) for t in _standardise(fit_x, test_x))\n"
+         "        w = fit_logistic(ax, fit_y.to(dev), classes, best, max_iter)"),
+    ), (f"{T_CONTRACTS}::test_lbfgs_refits_on_train_plus_validation_with_the_chosen_l2",)),
+    Mutation("linear probe: the dataset's metric ignored (plain accuracy reported)", (
+        (LINEAR, "return ProbeResult(score(_predict(w, tx), test_y, metric), best, scores)",
+         "return ProbeResult(score(_predict(w, tx), test_y, \"accuracy\"), best, scores)"),
+    ), (f"{T_CONTRACTS}::test_probe_and_knn_report_the_datasets_metric_on_imbalanced_test_classes",)),
+    Mutation("kNN: the suite's defaults k = 200, T = 1", (
+        (SUITE, "k: int = Field(20, ge=1)", "k: int = Field(200, ge=1)"),
+        (SUITE, "temperature: float = Field(0.07, gt=0)", "temperature: float = Field(1.0, gt=0)"),
+    ), (f"{T_CONTRACTS}::test_knn_defaults_are_k_20_and_temperature_0_07",
+        f"{T_CONTRACTS}::test_protocol_defaults_are_the_papers")),
+    Mutation("kNN: the function's defaults k = 200, T = 1", (
+        (KNN, "def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, k: int = 20,\n"
+              "                temperature: float = 0.07,",
+         "def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, k: int = 200,\n"
+         "                temperature: float = 1.0,"),
+        (KNN, "def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07,",
+         "def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 200, temperature: float = 1.0,"),
+    ), (f"{T_CONTRACTS}::test_knn_defaults_are_k_20_and_temperature_0_07",)),
+    Mutation("few-shot: 10 episodes by default (suite and function)", (
+        (SUITE, "episodes: int = Field(600, ge=1)", "episodes: int = Field(10, ge=1)"),
+        (FEW_SHOT, "queries: int = 15, episodes: int = 600,", "queries: int = 15, episodes: int = 10,"),
+    ), (f"{T_CONTRACTS}::test_few_shot_runs_600_episodes_of_the_test_split",
+        f"{T_CONTRACTS}::test_protocol_defaults_are_the_papers")),
+    Mutation("few-shot: episodes drawn from the train split", (
+        (SUITE, "result = few_shot(test_x, test_y,", "result = few_shot(train_x, train_y,"),
+    ), (f"{T_CONTRACTS}::test_few_shot_runs_600_episodes_of_the_test_split",)),
+    Mutation("few-shot: an interval of 0", (
+        (FEW_SHOT, "1.96 * std / math.sqrt(len(accs))", "0.0"),
+    ), (f"{T_CONTRACTS}::test_few_shot_interval_is_1_96_standard_deviations_of_the_episodes_over_root_n",)),
+    Mutation("metric: Pets scored by plain accuracy", (
+        ("stablerep/data/torchvision_sets.py",
+         '{"train": {"split": "trainval"}, "test": {"split": "test"}}, _attr("_labels"),\n'
+         '                           _attr("classes"), "mean_per_class"),',
+         '{"train": {"split": "trainval"}, "test": {"split": "test"}}, _attr("_labels"),\n'
+         '                           _attr("classes")),'),
+    ), (f"{T_CONTRACTS}::test_protocol_defaults_are_the_papers",)),
+    Mutation("metric: a #metric= spec suffix ignored", (
+        ("stablerep/data/eval_datasets.py", 'options = options.model_copy(update={"metric": metric})', "pass"),
+    ), ("tests/evaluation/test_datasets.py::test_a_spec_suffix_sets_the_metric_of_any_dataset",)),
+    Mutation("lease: the local compare-and-swap removed (the write is unconditional)", (
+        (LEASE, "            if self.read()[1] != expected:\n                raise _Conflict",
+         "            if False:\n                raise _Conflict"),
+    ), (f"{T_LEASE}::test_two_writers_started_at_the_same_moment_exactly_one_wins_each_round[local]",)),
+    Mutation("lease: the S3 compare-and-swap removed (no If-None-Match / If-Match)", (
+        (LEASE, 'return self._put(data, mode="create")', "return self._put(data)"),
+        (LEASE, "return self._put(data, IfMatch=version)", "return self._put(data)"),
+    ), (f"{T_LEASE}::test_two_writers_started_at_the_same_moment_exactly_one_wins_each_round[s3]",)),
 )
 
 
