@@ -10,7 +10,7 @@
 #   2. train_step  ViT-B/16, 43 captions x m = 6 (258 images), 224 px, from uint8 loader batches
 #                  through the GPU augmentation: fp32 + TF32 + default AdamW against bf16 + fused
 #                  AdamW, with and without torch.compile; MFU; a profile.
-#   3. loader      shards vs the paper's PNG folder vs decode + augment from memory, batches
+#   3. loader      shards vs the paper's code on JPEG and PNG folders vs decode + augment from memory, batches
 #                  finished on the GPU, 2 and 6 workers, 800 captions; per-caption CPU profile.
 #
 # Where the GPU image lacks packages (pydantic, diffusers, open_clip...), bring them as wheels:
