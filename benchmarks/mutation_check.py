@@ -54,6 +54,8 @@ SUITE = "stablerep/evaluation/suite.py"
 KNN = "stablerep/evaluation/knn.py"
 FEW_SHOT = "stablerep/evaluation/few_shot.py"
 LEASE = "stablerep/shards/lease.py"
+GEN_TRAIN = "stablerep/generator/train.py"
+T_SHIPPED = "tests/generator/test_shipped.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("loss: self column no longer masked out of the logits", (
@@ -208,6 +210,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         (LEASE, 'return self._put(data, mode="create")', "return self._put(data)"),
         (LEASE, "return self._put(data, IfMatch=version)", "return self._put(data)"),
     ), (f"{T_LEASE}::test_two_writers_started_at_the_same_moment_exactly_one_wins_each_round[s3]",)),
+    Mutation("generator: the two stages' batch streams swapped", (
+        (GEN_TRAIN, '{"vae": 1, "unet": 2}[stage]', '{"vae": 2, "unet": 1}[stage]'),
+    ), (f"{T_SHIPPED}::test_a_rebuild_repeats_the_committed_first_steps",)),
+    Mutation("generator: learning-rate warmup of 100 steps instead of 200", (
+        (GEN_TRAIN, "warmup_steps=min(200, steps // 10)", "warmup_steps=min(100, steps // 10)"),
+    ), (f"{T_SHIPPED}::test_a_rebuild_repeats_the_committed_first_steps",)),
+    Mutation("generator: AdamW's second-moment decay 0.999 instead of 0.99", (
+        (GEN_TRAIN, "betas=(0.9, 0.99)", "betas=(0.9, 0.999)"),
+    ), (f"{T_SHIPPED}::test_a_rebuild_repeats_the_committed_first_steps",)),
 )
 
 

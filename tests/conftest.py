@@ -192,8 +192,8 @@ def pytest_collection_modifyitems(config, items):
         if item.nodeid.split("[")[0] in MEASURED_SLOW:
             item.add_marker(pytest.mark.slow)
     if os.environ.get("STABLEREP_REBUILD") != "1":
-        skip_rebuild = pytest.mark.skip(reason="remakes the shipped generator in full (about 35 min on 2 cores): "
-                                               "run with STABLEREP_REBUILD=1")
+        skip_rebuild = pytest.mark.skip(reason="retrains the shipped generator (50 steps against its log: about 7 min "
+                                               "on 2 cores; in full: about 35 min): run with STABLEREP_REBUILD=1")
         for item in items:
             if "rebuild" in item.keywords:
                 item.add_marker(skip_rebuild)

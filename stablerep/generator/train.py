@@ -140,21 +140,25 @@ def _run_stage(parts, cfg, out, stage, steps, lr, params, fn, history, progress,
 
 def train_generator(out: str, cfg: GeneratorConfig | None = None, progress: bool = True, *,
                     stop_after: int | None = None, vae_from: str | None = None, vae_only: bool = False,
-                    command: str = "stablerep generator train") -> dict:
+                    command: str = "stablerep generator train", pool: RenderPool | None = None) -> dict:
     """Both stages into OUT (checkpoints under OUT/vae and OUT/unet, resumable), then the pipeline
     folder OUT/model, OUT/train_log.jsonl and OUT/loss_curve.png. Returns a summary.
 
     ``stop_after``: run only the first N steps of each stage (the full run's schedule; no model is
     saved), to check that a rebuild follows the shipped log. ``vae_from``: a generator folder
     whose trained autoencoder (and latent scale) to use instead of training one. ``vae_only``:
-    stop after the autoencoder stage (no model is saved)."""
+    stop after the autoencoder stage (no model is saved). ``pool``: the training renders, when
+    already made by ``make_pool(cfg)`` (they depend on the config alone)."""
     cfg = cfg or GeneratorConfig()
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     parts = GeneratorParts(cfg)
     storage.write_bytes(storage.join(out, "generator_config.json"), json.dumps(cfg.model_dump(mode="json"),
                                                                                indent=2).encode())
-    pool = make_pool(cfg, progress)
+    if pool is not None and tuple(pool.images.shape) != (cfg.pool_images, 3, cfg.resolution, cfg.resolution):
+        raise ValueError(f"the given pool holds {tuple(pool.images.shape)} images; the config asks for "
+                         f"{cfg.pool_images} at {cfg.resolution} px")
+    pool = pool if pool is not None else make_pool(cfg, progress)
     history: list[dict] = []
 
     def vae_fn(step: int):
