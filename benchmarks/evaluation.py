@@ -42,10 +42,11 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.helpers
 from results_io import ResultFile, sync  # noqa: E402
 
-from stablerep.data.eval_datasets import load_labelled  # noqa: E402
 from stablerep.devices import autocast, resolve_device, resolve_dtype  # noqa: E402
+from stablerep.evaluation.datasets import load_labelled  # noqa: E402
 from stablerep.evaluation.encoders import RunEncoder  # noqa: E402
 from stablerep.evaluation.features import encode_split  # noqa: E402
 from stablerep.evaluation.linear_probe import sgd_probe  # noqa: E402
@@ -109,7 +110,7 @@ def _timed(device: torch.device, fn):
 
 
 def bench_features(args, device: torch.device) -> dict:
-    from stablerep.testing import write_digits_imagefolder
+    from tests.helpers.datasets import write_digits_imagefolder
 
     folder = args.folder or write_digits_imagefolder(tempfile.mkdtemp(prefix="bench-digits-"))
     split = load_labelled("bench", f"imagefolder:{folder}").train

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T1
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.helpers
 from results_io import ResultFile  # noqa: E402
 
 from stablerep.config import AugmentConfig  # noqa: E402
@@ -60,7 +61,7 @@ from stablerep.data.augment import (  # noqa: E402
 )
 from stablerep.data.shards import ShardBatches, ShardCaptionDataset, collate_captions, decode  # noqa: E402
 from stablerep.shards import config_hash, write_manifest, write_shard  # noqa: E402
-from stablerep.testing import example_records, make_image_bytes  # noqa: E402
+from tests.helpers.datasets import example_records, make_image_bytes  # noqa: E402
 
 
 class PILBlur:

@@ -200,7 +200,7 @@ MUTATIONS: tuple[Mutation, ...] = (
          '                           _attr("classes")),'),
     ), (f"{T_CONTRACTS}::test_protocol_defaults_are_the_papers",)),
     Mutation("metric: a #metric= spec suffix ignored", (
-        ("stablerep/data/eval_datasets.py", 'options = options.model_copy(update={"metric": metric})', "pass"),
+        ("stablerep/evaluation/datasets.py", 'options = options.model_copy(update={"metric": metric})', "pass"),
     ), ("tests/evaluation/test_datasets.py::test_a_spec_suffix_sets_the_metric_of_any_dataset",)),
     Mutation("lease: the local compare-and-swap removed (the write is unconditional)", (
         (LEASE, "            if self.read()[1] != expected:\n                raise _Conflict",

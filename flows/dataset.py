@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.child_runs import start_child_run, wait_for_runs
 from stablerep.config import SynthesisConfig
-from stablerep.shards.lease import writer_lease
 from tasks.artifacts import ShardProgress
 from tasks.captions import sample_captions
+from tasks.leases import flow_run_lease
 from tasks.synthesis import plan_shards, publish_dataset, synthesize_shards, write_manifest
 
 
@@ -134,10 +134,7 @@ def _fan_out_deployment(request: DatasetRequest, batches: list[list[int]], image
 def run_build(request: DatasetRequest) -> dict[str, Any]:
     """The build, holding the dataset root's writer lease from the first caption to the manifest:
     a second build of the same root waits ``lease_wait_s`` for it, then fails naming this run."""
-    from prefect.runtime import flow_run
-
-    with writer_lease(request.root, f"{flow_run.flow_name} flow run {flow_run.name}", run=str(flow_run.id),
-                      wait_s=request.lease_wait_s):
+    with flow_run_lease(request.root, wait_s=request.lease_wait_s):
         return _build(request)
 
 

@@ -7,7 +7,8 @@ from typing import Any
 from prefect import flow
 from pydantic import Field
 
-from stablerep.evaluation.suite import EvalSuite, load_suite
+from stablerep.evaluation.suite import EvalSuite
+from stablerep.stages import EvaluationJob
 from tasks.evaluation import evaluate_suite
 
 
@@ -22,8 +23,4 @@ class EvaluateRequest(EvalSuite):
 def evaluate_encoders_flow(request: EvaluateRequest) -> dict[str, Any]:
     """Linear probe, kNN, few-shot and zero-shot of every encoder on every dataset."""
     inline = request.model_dump(exclude={"out", "suite_file"}, exclude_unset=True)
-    base = load_suite(request.suite_file).model_dump() if request.suite_file else {}
-    merged = {**base, **{k: v for k, v in inline.items() if k not in ("datasets", "encoders")}}
-    merged["datasets"] = {**base.get("datasets", {}), **inline.get("datasets", {})}
-    merged["encoders"] = {**base.get("encoders", {}), **inline.get("encoders", {})}
-    return evaluate_suite(EvalSuite.model_validate(merged), request.out)
+    return evaluate_suite(EvaluationJob(out=request.out, suite_file=request.suite_file, suite=inline))

@@ -16,16 +16,16 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def rank() -> int:
+def current_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def world_size() -> int:
+def current_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
-    return rank() == 0
+    return current_rank() == 0
 
 
 def launched_by_torchrun() -> bool:
@@ -46,14 +46,14 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
-def destroy() -> None:
+def destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def _gather_sizes(n: int, device: torch.device) -> list[int]:
     size = torch.tensor([n], device=device, dtype=torch.long)
-    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    sizes = [torch.zeros_like(size) for _ in range(current_world_size())]
     dist.all_gather(sizes, size)
     return [int(s.item()) for s in sizes]
 
@@ -70,7 +70,7 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:  # type: ignore[override]
         ctx.sizes = sizes
-        ctx.rank = rank()
+        ctx.rank = current_rank()
         n_max = max(sizes)
         padded = x.new_zeros((n_max, *x.shape[1:]))
         padded[: x.shape[0]] = x
@@ -94,7 +94,7 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     if not is_distributed():
         return x, 0
     sizes = _gather_sizes(x.shape[0], x.device)
-    return _GatherWithGrad.apply(x, sizes), sum(sizes[: rank()])
+    return _GatherWithGrad.apply(x, sizes), sum(sizes[: current_rank()])
 
 
 @torch.no_grad()
@@ -117,4 +117,4 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         return value
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / world_size()
+    return value / current_world_size()

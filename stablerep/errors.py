@@ -32,6 +32,10 @@ class DatasetError(StableRepError, ValueError):
     """An evaluation dataset that cannot be read as asked: names the dataset and the file or field."""
 
 
+class ModelNotFoundError(StableRepError, OSError):
+    """The model is neither a local folder nor in the Hugging Face cache (and downloads are off)."""
+
+
 class EncoderError(StableRepError, ValueError):
     """An encoder spec that cannot be loaded: unknown kind, missing weights, weights that do not fit."""
 

@@ -9,7 +9,6 @@ these facts from here, so a method is described once. The losses themselves live
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -20,21 +19,20 @@ class MethodSpec:
     targets: bool  # class targets in every batch (supervised)
     head: bool  # the MLP projection head (CLIP has none)
     views_of_one_image: bool  # the views are augmentations of one image (SimCLR), not m images
-    trains_on: Literal["synthetic", "real"]  # in a comparison: K synthetic images per caption, or the real one
     summary: str
 
 
 METHODS: dict[str, MethodSpec] = {
-    "stablerep": MethodSpec("stablerep", None, False, False, True, False, "synthetic",
+    "stablerep": MethodSpec("stablerep", None, False, False, True, False,
                             "multi-positive contrastive loss: the m images of a caption are positives"),
-    "stablerep_plus": MethodSpec("stablerep_plus", None, True, False, True, False, "synthetic",
+    "stablerep_plus": MethodSpec("stablerep_plus", None, True, False, True, False,
                                  "multi-positive loss + 0.5 x image-text loss (m images per text)"),
-    "simclr": MethodSpec("simclr", 2, False, False, True, True, "real",
+    "simclr": MethodSpec("simclr", 2, False, False, True, True,
                          "NT-Xent between two augmentations of one image"),
-    "clip": MethodSpec("clip", 1, True, False, False, False, "real",
+    "clip": MethodSpec("clip", 1, True, False, False, False,
                        "image-text contrastive loss, one image per caption"),
-    "supervised": MethodSpec("supervised", 1, False, True, True, False, "synthetic",
-                             "cross-entropy on the procedural world's caption attributes (the demo's ceiling)"),
+    "supervised": MethodSpec("supervised", 1, False, True, True, False,
+                             "cross-entropy on class targets read from each caption (the caller gives the label space)"),
 }
 
 

@@ -11,6 +11,7 @@ are parsed again. The demo calls them too, so every path runs one code path.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,9 +23,11 @@ from stablerep.corpora.importer import ImportConfig
 from stablerep.data import RandomCaptionBatches
 from stablerep.data.shards import build_shard_batches
 from stablerep.devices import resolve_device
+from stablerep.evaluation.suite import merged_suite, run_evaluation
 from stablerep.models import create_tokenizer_for_run
-from stablerep.synthesis import build_dataset, create_backend
-from stablerep.training import train as run_training
+from stablerep.synthesis import create_backend, synthesize_dataset
+from stablerep.training import run_training_loop
+from stablerep.world import run_targets
 
 
 class SynthesisJob(BaseModel):
@@ -75,8 +78,8 @@ class TrainingJob(BaseModel):
 def synthesize(job: SynthesisJob) -> dict[str, Any]:
     """Build the dataset (committed shards are skipped); what was written and skipped."""
     cfg = job.synthesis
-    result = build_dataset(job.captions, job.out, cfg, create_backend(cfg), progress=job.progress,
-                           shards=job.shards, owner=job.owner)
+    result = synthesize_dataset(job.captions, job.out, cfg, create_backend(cfg), progress=job.progress,
+                                shards=job.shards, owner=job.owner)
     return {"root": job.out, "written": result.written, "skipped": result.skipped,
             "totals": result.manifest.get("totals") if result.manifest else None}
 
@@ -135,13 +138,34 @@ def train(job: TrainingJob) -> dict[str, Any]:
     else:
         pin = resolve_device(run.train.device).type == "cuda"
         source = build_shard_batches(job.data, run, rank, world, pin_memory=pin,
-                                     tokenizer=create_tokenizer_for_run(run))
-    result = run_training(run, source, job.run_dir, resume=job.resume, progress=job.progress)
+                                     tokenizer=create_tokenizer_for_run(run), targets=run_targets(run))
+    result = run_training_loop(run, source, job.run_dir, resume=job.resume, progress=job.progress)
     # Only rank 0 saves checkpoints; the others read the pointer it wrote before the last barrier.
     checkpoint = result.checkpoint if rank == 0 else latest_checkpoint(job.run_dir)
     return {"run_dir": result.run_dir, "steps": result.steps_done, "resumed_from": result.resumed_from,
             "final_loss": result.final_loss, "checkpoint": checkpoint}
 
 
+class EvaluationJob(BaseModel):
+    """Score encoders on labelled datasets: a suite file and/or suite fields given inline (see
+    :func:`stablerep.evaluation.suite.merged_suite` for how they merge), reported under ``out``."""
+
+    model_config = ConfigDict(extra="forbid")
+    out: str | None = Field(description="directory for summary.json, results.md, results.png (None: no report)")
+    suite_file: str | None = Field(None, description="a suite YAML; the inline fields go on top of it")
+    suite: dict[str, Any] = Field(default_factory=dict, description="suite fields: datasets, encoders, "
+                                  "protocols, features, seed")
+    skip_bad_images: bool = Field(False, description="skip (and count) unreadable images in every dataset")
+    progress: bool = True
+
+
+def evaluate(job: EvaluationJob, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every encoder on every dataset of the job's suite (linear probe, kNN, few-shot, zero-shot);
+    the summary (``results[dataset][encoder][metric]``, settings, timings, cache, report)."""
+    suite = merged_suite(job.suite_file, job.suite, job.skip_bad_images)
+    return run_evaluation(suite, job.out, progress=job.progress, on_step=on_step)
+
+
 STAGES = {"synthesize": (SynthesisJob, synthesize), "train": (TrainingJob, train),
+          "evaluate": (EvaluationJob, evaluate),
           "import": (ImportJob, import_dataset)}

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from stablerep import storage
+from stablerep.methods import get_method
 
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "bar")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
@@ -91,6 +92,28 @@ def caption_targets(caption: str, attributes: tuple[str, ...] | list[str] = ("sh
             raise ValueError(f"caption {caption!r} names no {attribute}")
         out.append(ATTRIBUTES[attribute].index(value))
     return out
+
+
+@dataclass(frozen=True)
+class CaptionTargets:
+    """The supervised method's labels, read from a caption: ``classes`` gives each attribute's class
+    count (the model's head and the loss take it), and calling it gives a caption's class indices
+    (the loader takes it). Module-level and frozen, so loader workers can pickle it."""
+
+    attributes: tuple[str, ...]
+
+    @property
+    def classes(self) -> dict[str, int]:
+        return {attribute: len(ATTRIBUTES[attribute]) for attribute in self.attributes}
+
+    def __call__(self, caption: str) -> list[int]:
+        return caption_targets(caption, self.attributes)
+
+
+def run_targets(run) -> CaptionTargets | None:
+    """The caption targets a :class:`stablerep.config.RunConfig` trains on (its ``loss.targets``
+    for the supervised method), or None for a method that reads no class targets."""
+    return CaptionTargets(tuple(run.loss.targets)) if get_method(run.loss.method).targets else None
 
 
 def write_procedural_captions(url: str, n: int, seed: int = 0) -> str:

@@ -56,7 +56,7 @@ def png_markdown(title: str, png: bytes, caption: str = "") -> str:
     return f"### {title}\n\n![{title}](data:image/png;base64,{data})\n\n{caption}\n"
 
 
-def publish_dataset(root: str, stats: dict[str, Any], manifest: dict[str, Any], sample_png: bytes | None) -> None:
+def publish_dataset_artifacts(root: str, stats: dict[str, Any], manifest: dict[str, Any], sample_png: bytes | None) -> None:
     """A statistics table and a markdown dataset card (lineage) for dataset ``root``."""
     totals = stats["totals"]
     create_table_artifact(

@@ -6,25 +6,23 @@ from typing import Any
 
 from prefect import task
 
+from stablerep import captions
+from stablerep.shards.captions import load_captions, merge_captions
+from stablerep.world import write_procedural_captions
 from tasks.retry import IO_RETRIES
 
 
 @task(name="sample-captions", **IO_RETRIES)
 def sample_captions(source: str, root: str, n: int, seed: int = 0, allow_fewer: bool = False) -> dict[str, Any]:
     """Sample ``n`` captions of ``source`` and append those ROOT/captions.parquet lacks."""
-    from stablerep.captions import merge_captions
-    from stablerep.captions import sample_captions as sample
-
-    result = sample(source, n, seed, allow_fewer=allow_fewer, progress=False)
-    added = merge_captions(root, result.table)
+    result = captions.sample_captions(source, n, seed, allow_fewer=allow_fewer, progress=False)
+    added = captions.merge_captions(root, result.table)
     return {"root": root, "sampled": result.stats["sampled"], "added": added, "eligible": result.stats["eligible"]}
 
 
 @task(name="procedural-captions", **IO_RETRIES)
 def procedural_captions(url: str, n: int, seed: int = 0) -> str:
     """Write ``n`` captions of the procedural grammar to ``url`` (a text file) and return it."""
-    from stablerep.world import write_procedural_captions
-
     return write_procedural_captions(url, n, seed)
 
 
@@ -32,6 +30,4 @@ def procedural_captions(url: str, n: int, seed: int = 0) -> str:
 def copy_captions(source_root: str, root: str) -> dict[str, Any]:
     """Append the captions of dataset root ``source_root`` that ROOT/captions.parquet lacks (a
     synthetic dataset of a real root's captions shares its caption ids)."""
-    from stablerep.shards.captions import load_captions, merge_captions
-
     return {"root": root, "added": merge_captions(root, load_captions(source_root))}

@@ -9,25 +9,26 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stablerep import storage
-from stablerep.evaluation.compare import markdown_table, write_report
 from stablerep.evaluation.report import markdown_report, metrics_present
-from stablerep.evaluation.suite import EvalSuite, run_evaluation
+from stablerep.experiments.compare import markdown_table, write_comparison_report
 from stablerep.experiments.plan import ExperimentPlan, evaluate_runs, finish_summary
+from stablerep.stages import EvaluationJob, evaluate
 from tasks.artifacts import artifact_key, png_markdown
 from tasks.retry import IO_RETRIES
 
 
 @task(name="evaluate-encoders", **IO_RETRIES)
-def evaluate_suite(suite: EvalSuite, out: str) -> dict[str, Any]:
-    """Every encoder on every dataset (linear probe, kNN, few-shot, zero-shot); OUT/summary.json,
-    results.md, results.png, and the same tables and plot as artifacts."""
-    summary = run_evaluation(suite, out, progress=False)
+def evaluate_suite(job: EvaluationJob) -> dict[str, Any]:
+    """Every encoder on every dataset (linear probe, kNN, few-shot, zero-shot) through the
+    evaluation stage; OUT/summary.json, results.md, results.png, and the same tables and plot as
+    artifacts."""
+    summary = evaluate(job.model_copy(update={"progress": False}))
     metrics = metrics_present(summary)
     rows = [{"dataset": d, "encoder": e, **{m: None if r.get(m) is None else round(r[m], 4) for m in metrics}}
             for d, by_enc in summary["results"].items() for e, r in by_enc.items()]
     create_table_artifact(key=artifact_key("evaluation"), table=rows,
                           description=f"Accuracies in [0, 1] ({', '.join(metrics)})")
-    create_markdown_artifact(key=artifact_key("evaluation-report"), description=f"Evaluation: {out}",
+    create_markdown_artifact(key=artifact_key("evaluation-report"), description=f"Evaluation: {job.out}",
                              markdown=markdown_report(summary) + "\n" + png_markdown(
                                  "Accuracies", storage.read_bytes(summary["report"]["plot"])))
     return {"report": summary["report"], "cache": summary["cache"], "results": summary["results"]}
@@ -41,7 +42,7 @@ def compare_encoders(plan: ExperimentPlan, runs: dict[str, dict[int, str]],
     written to the plan's OUT and shown in the UI."""
     summary = finish_summary(plan, evaluate_runs(plan, runs), runs)
     summary.update(extra or {})
-    summary["report"] = write_report(plan.out, summary)
+    summary["report"] = write_comparison_report(plan.out, summary)
     metrics = summary["metrics"]
     seeds = sorted({s for by_seed in runs.values() for s in by_seed})
     create_table_artifact(key=artifact_key("evaluation"), description="Accuracies: mean and 95% interval over "

@@ -9,6 +9,11 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from stablerep.config import SynthesisConfig
+from stablerep.plots import sample_grid
+from stablerep.shards import committed_mark, config_hash, dataset_stats, read_manifest
+from stablerep.synthesis import load_plan, resolve_native_defaults
+from stablerep.synthesis.worker import finish_dataset
+from tasks.artifacts import publish_dataset_artifacts
 from tasks.retry import IO_RETRIES
 from tasks.subprocess_run import run_stage
 
@@ -16,9 +21,6 @@ from tasks.subprocess_run import run_stage
 @task(name="plan-shards", **IO_RETRIES)
 def plan_shards(root: str, cfg: SynthesisConfig) -> dict[str, Any]:
     """The dataset's shard plan (extended for appended captions) and which shards still need work."""
-    from stablerep.shards import committed_mark, config_hash
-    from stablerep.synthesis import load_plan, resolve_native_defaults
-
     cfg = resolve_native_defaults(cfg)  # the hash records the backend's own settings where unset
     plans = load_plan(root, cfg)
     chash = config_hash(cfg.hashed())
@@ -48,11 +50,10 @@ def synthesize_shards(root: str, cfg: SynthesisConfig, shards: list[int], *, dev
     started = time.perf_counter()
     # imported here: stablerep.stages loads torch, timm and diffusers (5.5 s measured), which
     # processes that only plan or wait (fan-out parents) never need
-    from stablerep.stages import SynthesisJob
-    from stablerep.stages import synthesize as synthesize_stage
+    from stablerep.stages import SynthesisJob, synthesize
 
     job = SynthesisJob(captions=root, out=root, synthesis=cfg, shards=shards, progress=False)
-    summary = synthesize_stage(job) if mode == "inline" else run_stage("synthesize", job, timeout_s)
+    summary = synthesize(job) if mode == "inline" else run_stage("synthesize", job, timeout_s)
     get_run_logger().info("shards %s: wrote %s, skipped %s", shards, summary["written"], summary["skipped"])
     return {"shards": shards, "written": summary["written"], "skipped": summary["skipped"],
             "seconds": time.perf_counter() - started}
@@ -61,9 +62,6 @@ def synthesize_shards(root: str, cfg: SynthesisConfig, shards: list[int], *, dev
 @task(name="write-manifest", **IO_RETRIES)
 def write_manifest(root: str, cfg: SynthesisConfig) -> dict[str, Any]:
     """The manifest over every planned shard (an unchanged dataset keeps its manifest untouched)."""
-    from stablerep.synthesis import load_plan
-    from stablerep.synthesis.worker import finish_dataset
-
     manifest = finish_dataset(root, load_plan(root, cfg), cfg)
     return {"root": root, "config_hash": manifest["config_hash"], "totals": manifest["totals"],
             "created": manifest["created"]}
@@ -72,10 +70,6 @@ def write_manifest(root: str, cfg: SynthesisConfig) -> dict[str, Any]:
 @task(name="publish-dataset", retries=1)
 def publish_dataset(root: str) -> dict[str, Any]:
     """Statistics table, dataset card and a grid of sample images in the UI."""
-    from stablerep.plots import sample_grid
-    from stablerep.shards import dataset_stats, read_manifest
-    from tasks.artifacts import publish_dataset as publish
-
     stats = dataset_stats(root)
-    publish(root, stats, read_manifest(root), sample_grid(root))
+    publish_dataset_artifacts(root, stats, read_manifest(root), sample_grid(root))
     return stats["totals"]

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stablerep.config import RunConfig
+from stablerep.plots import loss_curve, read_metrics
 from tasks.artifacts import artifact_key, png_markdown
 from tasks.retry import IO_RETRIES
 from tasks.subprocess_run import run_stage
@@ -68,12 +69,11 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
     """
     # imported here: stablerep.stages loads torch, timm and diffusers (5.5 s measured), which
     # processes that only plan or wait (fan-out parents) never need
-    from stablerep.stages import TrainingJob
-    from stablerep.stages import train as train_stage
+    from stablerep.stages import TrainingJob, train
 
     job = TrainingJob(run=run, data=data, run_dir=run_dir, progress=False)
     if launcher == "inline":
-        summary = train_stage(job)
+        summary = train(job)
     else:
         if launcher == "torchrun":
             torchrun = torchrun or torchrun_options(nproc_per_node)
@@ -85,8 +85,9 @@ def train_encoder(run: RunConfig, data: str, run_dir: str, *, launcher: Launcher
 
 def training_summary(run_dir: str) -> dict[str, Any]:
     """What `stablerep train` reports, read back from a finished run directory."""
+    # imported here: stablerep.checkpoint loads torch (2.5 s measured), which the flow's process
+    # does not need when training runs in a child process
     from stablerep.checkpoint import latest_checkpoint
-    from stablerep.plots import read_metrics
 
     records = read_metrics(run_dir)
     if not records:
@@ -97,8 +98,6 @@ def training_summary(run_dir: str) -> dict[str, Any]:
 
 def publish_training(run: RunConfig, run_dir: str, summary: dict[str, Any]) -> None:
     """A results table and the loss curve in the UI."""
-    from stablerep.plots import loss_curve, read_metrics
-
     records = read_metrics(run_dir)
     method = run.loss.method
     last = records[-1] if records else {}

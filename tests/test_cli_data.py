@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stablerep.testing import write_example_dataset
+from tests.helpers.datasets import write_example_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

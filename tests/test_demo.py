@@ -57,3 +57,19 @@ def test_reduced_demo_learns_and_reports_intervals(tmp_path):
     again = run_demo(str(tmp_path), cfg, progress=False)
     assert again["linear_probe"] == probe and again["per_seed"] == summary["per_seed"]
     assert _files(tmp_path / "runs") == before  # no checkpoint or log written again, the same configs
+
+
+def test_the_report_states_the_protocol_it_scored_with_and_where_it_is_reduced():
+    from stablerep.experiments.compare import protocol_line
+
+    def summary(l2, episodes):
+        return {"evaluation": {"settings": {"protocols": {
+            "linear_probe": {"l2_values": l2}, "knn": {"k": 20, "temperature": 0.07},
+            "few_shot": {"ways": 5, "episodes": episodes}}}}}
+
+    reduced = protocol_line(summary(12, 100))
+    assert "over 12 L2 values" in reduced and "over 100 episodes" in reduced
+    assert "L2 values 12 (documented: 45); few-shot episodes 100 (documented: 600)" in reduced
+    assert "The documented protocol." in protocol_line(summary(45, 600))
+    assert "Reduced" not in protocol_line(summary(45, 600))
+    assert protocol_line({}) == ""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from stablerep.experiments import plan as plan_module
 from stablerep.experiments.budget import budget_of
 from stablerep.experiments.corpus import (
     CorpusExperimentConfig,
@@ -30,7 +29,7 @@ from stablerep.experiments.plan import (
 from stablerep.experiments.runs import comparison_run
 from stablerep.shards import read_manifest
 from stablerep.shards.captions import load_captions
-from stablerep.testing import write_digits_imagefolder
+from tests.helpers.datasets import write_digits_imagefolder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,16 +41,16 @@ def _corpus_config(sources, suite, **settings) -> CorpusExperimentConfig:
 def _record_executor(monkeypatch) -> list:
     """Replace the executor's stage calls with recorders: what run_plan executes, in order."""
     calls: list = []
-    monkeypatch.setattr(plan_module, "check_plan", lambda plan: calls.append(("check", plan)))
-    monkeypatch.setattr(plan_module, "run_dataset_step", lambda step: calls.append(("dataset", step)) or {})
-    monkeypatch.setattr(plan_module, "train", lambda job: calls.append(("train", job)) or {})
+    monkeypatch.setattr("stablerep.experiments.plan.check_plan", lambda plan: calls.append(("check", plan)))
+    monkeypatch.setattr("stablerep.experiments.plan.run_dataset_step", lambda step: calls.append(("dataset", step)) or {})
+    monkeypatch.setattr("stablerep.experiments.plan.train", lambda job: calls.append(("train", job)) or {})
 
     def evaluate(plan, runs, progress=None):
         calls.append(("evaluate", plan, runs))
         return {}
 
-    monkeypatch.setattr(plan_module, "evaluate_runs", evaluate)
-    monkeypatch.setattr(plan_module, "write_report", lambda out, summary: {"summary": f"{out}/summary.json"})
+    monkeypatch.setattr("stablerep.experiments.plan.evaluate_runs", evaluate)
+    monkeypatch.setattr("stablerep.experiments.plan.write_comparison_report", lambda out, summary: {"summary": f"{out}/summary.json"})
     return calls
 
 
@@ -91,7 +90,7 @@ def test_demo_and_corpus_experiment_are_plans_run_by_the_one_executor(tmp_path, 
 
 
 def test_the_pipeline_flow_builds_the_same_plans(tmp_path, monkeypatch):
-    import flows.pipeline as pipeline
+    from flows import pipeline
 
     planned = []
     monkeypatch.setattr(pipeline, "run_plan_as_tasks", lambda plan, launcher: planned.append(plan) or {})
@@ -179,7 +178,7 @@ def test_experiment_cli_on_an_img2dataset_corpus(img2dataset_corpus, tiny_sd, tm
     table = (out / "results.md").read_text()
     assert table.startswith("| encoder | seeds | linear probe | kNN | 5-way 5-shot |") and " ± " in table
     assert "| clip | 16 | 16 | 10 |" in table and "Chance: digits 0.100" in table
-    from stablerep.evaluation.compare import findings
+    from stablerep.experiments.compare import findings
 
     assert findings(summary) and all(line in table for line in findings(summary))
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bf16_training_on_cuda_lowers_the_loss_and_checkpoints(tmp_path):
-    from stablerep.training import train
+    from stablerep.training import run_training_loop
 
     run = load_config("tiny_cpu", ["train.steps=60", "train.log_every=1", "optim.lr=2e-3", "train.device=cuda",
                                    "train.precision=bf16"])  # explicit: the test must not rest on "auto"
     source = RandomCaptionBatches(16, 4, 32, num_captions=64)
-    result = train(run, source, str(tmp_path), progress=False)
+    result = run_training_loop(run, source, str(tmp_path), progress=False)
     losses = [h["loss"] for h in result.history]
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.3
     assert (tmp_path / "checkpoints" / "latest.json").is_file()

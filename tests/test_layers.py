@@ -1,8 +1,11 @@
-"""Layer rules of the core package, read from the source (nothing is imported or executed).
+"""Layer rules of the project, read from the source (nothing is imported or executed).
 
-flows -> tasks -> stablerep; inside the core, lower floors never reach up: evaluation and
-synthesis never import training, data never imports models, and neither a core module nor the stages
-import the experiments (the demo and the other recipes sit above them).
+flows -> tasks -> stablerep; tasks never import flows, and flows take the writer lease only through
+a task. Inside the core, lower floors never reach up: evaluation and synthesis never import
+training, data never imports models; models, losses and data never import the procedural world
+(they take a label space as an argument); neither a core module nor the stages import the
+experiments (the demo and the other recipes sit above them). And no module imports itself back
+through others: the import graph has no cycle.
 Imports inside functions count as much as those at the top of a module.
 """
 
@@ -14,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "stablerep"
+LAYERS = ("stablerep", "tasks", "flows")
 CORE = ("losses", "models", "data", "shards", "synthesis", "training", "evaluation", "generator")
 
 # (importing package, forbidden targets): a target forbids itself and everything under it.
@@ -24,6 +28,10 @@ RULES = [
     ("stablerep.data", ("stablerep.models",)),
     ("stablerep.stages", ("stablerep.experiments",)),
     *[(f"stablerep.{name}", ("stablerep.experiments",)) for name in CORE],
+    *[(f"stablerep.{name}", ("stablerep.world",)) for name in ("models", "losses", "data")],
+    ("tasks", ("flows",)),
+    # the lease module, and the names the shards package re-exports from it
+    ("flows", ("stablerep.shards.lease", "stablerep.shards.writer_lease", "stablerep.shards.WriterLease")),
 ]
 
 
@@ -71,10 +79,92 @@ def violations(files: list[Path]) -> list[str]:
     return out
 
 
+def project_files() -> list[Path]:
+    return [path for layer in LAYERS for path in sorted((ROOT / layer).rglob("*.py"))]
+
+
 def test_core_modules_keep_the_layer_rules():
-    files = sorted(PACKAGE.rglob("*.py"))
-    assert len(files) > 50  # the whole package is read, not a stale subset
+    files = project_files()
+    assert len([f for f in files if module_name(f).startswith("stablerep.")]) > 50  # not a stale subset
+    assert {module_name(f).split(".")[0] for f in files} == set(LAYERS)
     assert violations(files) == []
+
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports. ``from A import B`` is an edge to A.B where that
+    is a module, else to A (B is a name A defines or re-exports)."""
+    modules = {module_name(path) for path in files}
+    graph = {}
+    for path in files:
+        name = module_name(path)
+        edges = set()
+        for target in imported_modules(path):
+            if target in modules:
+                edges.add(target)
+            elif target.rpartition(".")[0] in modules:
+                edges.add(target.rpartition(".")[0])
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            child = next(edges, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_module_imports_itself_back():
+    assert import_cycles(import_graph(project_files())) == []
+
+
+def test_the_cycle_check_finds_a_lazy_cycle(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "stablerep" / "synthesis").mkdir(parents=True)
+    (root / "stablerep" / "__init__.py").write_text("")
+    (root / "stablerep" / "synthesis" / "__init__.py").write_text("")
+    (root / "stablerep" / "synthesis" / "a.py").write_text("def f():\n    from stablerep.synthesis.b import g\n")
+    (root / "stablerep" / "synthesis" / "b.py").write_text("from stablerep.synthesis import a\n")
+    (root / "stablerep" / "synthesis" / "c.py").write_text("from stablerep.synthesis.a import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", root)
+    files = sorted((root / "stablerep").rglob("*.py"))
+    assert import_cycles(import_graph(files)) == [["stablerep.synthesis.a", "stablerep.synthesis.b"]]
 
 
 @pytest.mark.parametrize("source, importer_file, expected", [
@@ -89,6 +179,13 @@ def test_core_modules_keep_the_layer_rules():
      "must not import stablerep.experiments"),
     ("from stablerep.experiments import plan", "stablerep/stages.py", "must not import stablerep.experiments"),
     ("from . import experiments", "stablerep/training/../x.py", None),
+    ("from stablerep.world import caption_targets", "stablerep/data/x.py", "must not import stablerep.world"),
+    ("def f():\n    from stablerep import world", "stablerep/models/x.py", "must not import stablerep.world"),
+    ("from ..world import ATTRIBUTES", "stablerep/losses/x.py", "must not import stablerep.world"),
+    ("from flows.dataset import build_dataset", "tasks/x.py", "must not import flows"),
+    ("from stablerep.shards import writer_lease", "flows/x.py", "must not import stablerep.shards.writer_lease"),
+    ("from stablerep.shards.lease import writer_lease", "flows/x.py", "must not import stablerep.shards.lease"),
+    ("from stablerep.world import ATTRIBUTES", "stablerep/training/x.py", None),
 ])
 def test_each_rule_catches_its_violation(tmp_path, monkeypatch, source, importer_file, expected):
     """The checker finds each kind of forbidden import (top level, in a function, relative)."""
@@ -99,6 +196,52 @@ def test_each_rule_catches_its_violation(tmp_path, monkeypatch, source, importer
     monkeypatch.setattr(sys.modules[__name__], "ROOT", root)
     found = violations([path])
     if expected is None:
-        assert found == []  # stablerep/x.py is not one of the core packages the experiments rule covers
+        assert found == []  # a module no rule covers for that import
     else:
         assert len(found) == 1 and expected in found[0], found
+
+
+def uncommented_function_imports(path: Path) -> list[str]:
+    """Project imports inside a function with no comment saying why: none on the import's own
+    lines, none on the lines just above it (through the other imports of the same group)."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found = []
+    for function in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            module = node.module or "" if isinstance(node, ast.ImportFrom) else node.names[0].name
+            if not (getattr(node, "level", 0) or module.split(".")[0] in LAYERS):
+                continue
+            if any("#" in lines[i] for i in range(node.lineno - 1, node.end_lineno)):
+                continue
+            above = node.lineno - 2
+            while above >= 0 and lines[above].strip().startswith(("from ", "import ", ")")):
+                above -= 1
+            while above >= 0 and not lines[above].strip().startswith("#") and lines[above].startswith(" " * (
+                    node.col_offset + 4)):  # the continuation lines of a parenthesised import above
+                above -= 1
+            if above < 0 or not lines[above].strip().startswith("#"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_every_import_inside_a_function_says_why():
+    """A project import deferred into a function costs a reader a question; the comment answers it
+    (import cost measured, a cycle avoided, an optional dependency)."""
+    assert [hit for path in project_files() for hit in uncommented_function_imports(path)] == []
+
+
+def test_the_import_comment_check_finds_a_bare_lazy_import(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "stablerep").mkdir(parents=True)
+    path = root / "stablerep" / "x.py"
+    path.write_text("def f():\n    import json\n    from stablerep.stages import train\n\n\n"
+                    "def g():\n    # why: the stages load torch\n    from stablerep.stages import train\n"
+                    "    from stablerep import storage\n\n\n"
+                    "def h():\n    from stablerep.stages import train  # why\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", root)
+    assert uncommented_function_imports(path) == ["stablerep/x.py:3"]

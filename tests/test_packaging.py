@@ -52,8 +52,8 @@ def test_wheel_holds_the_core_and_presets_but_no_prefect_layer(tmp_path):
     # Installed (unpacked) away from the checkout, a preset name still loads.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import stablerep.config as c; r = c.load_config('tiny_cpu_plus'); "
-            "print(c.PRESET_DIR); print(r.loss.method)")
+    code = ("from stablerep.config import PRESET_DIR, load_config; r = load_config('tiny_cpu_plus'); "
+            "print(PRESET_DIR); print(r.loss.method)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -28,7 +28,7 @@ def named_specs(items: list[str], what: str) -> dict[str, str]:
 
 
 @friendly_errors
-def evaluate(
+def evaluate_command(
     out: Annotated[str, typer.Option(help="directory for summary.json, results.md, results.png")],
     encoder: Annotated[list[str] | None, typer.Option(
         help="NAME=SPEC (repeatable): RUN_DIR, random:RUN_DIR, timm:MODEL[:WEIGHTS], open_clip:ARCH:WEIGHTS")] = None,
@@ -46,29 +46,24 @@ def evaluate(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="encode everything again, cache nothing")] = False,
 ) -> None:
     """Score encoders on labelled datasets: linear probe (L-BFGS), kNN, few-shot, zero-shot."""
+    # imported here: the stages load torch, which `stablerep --help` does not need
     from stablerep.evaluation.report import markdown_report
-    from stablerep.evaluation.suite import EvalSuite, load_suite, run_evaluation
+    from stablerep.stages import EvaluationJob, evaluate
 
-    base = load_suite(suite) if suite else EvalSuite()
-    tree = base.model_dump()
-    tree["encoders"].update(named_specs(encoder or [], "encoder"))
-    for name, spec in named_specs(dataset or [], "dataset").items():
-        tree["datasets"][name] = {"spec": spec}
-    if skip_bad_images:
-        for entry in tree["datasets"].values():
-            entry["skip_bad_images"] = True
+    overrides: dict = {"encoders": named_specs(encoder or [], "encoder"),
+                       "datasets": named_specs(dataset or [], "dataset")}
     if protocol:
         unknown = sorted(set(protocol) - set(PROTOCOLS))
         if unknown:
             raise UserError(f"--protocol {unknown[0]!r}: use one of {', '.join(PROTOCOLS)}")
-        for name in PROTOCOLS:
-            tree["protocols"][name]["enabled"] = name in protocol
-    for key, value in (("device", device), ("batch_size", batch_size), ("workers", workers), ("cache", cache)):
-        if value is not None:
-            tree["features"][key] = value
+        overrides["protocols"] = {name: {"enabled": name in protocol} for name in PROTOCOLS}
+    features = {key: value for key, value in (("device", device), ("batch_size", batch_size),
+                                              ("workers", workers), ("cache", cache)) if value is not None}
     if no_cache:
-        tree["features"]["cache"] = None
-    summary = run_evaluation(EvalSuite.model_validate(tree), out)
+        features["cache"] = None
+    if features:
+        overrides["features"] = features
+    summary = evaluate(EvaluationJob(out=out, suite_file=suite, suite=overrides, skip_bad_images=skip_bad_images))
     typer.echo(markdown_report(summary), err=True)
     typer.echo(json.dumps({"report": summary["report"], "cache": summary["cache"],
                            "timings_s": {"total": summary["timings_s"]["total"]}}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
-from stablerep import distributed as dist_utils
 from stablerep import storage
 from stablerep.data.augment import build_geometric, seeded_choice
+from stablerep.distributed import current_rank, current_world_size
 from stablerep.errors import ShardError
 from stablerep.methods import get_method
 from stablerep.seeding import mix_seed
@@ -30,7 +30,6 @@ from stablerep.shards.layout import shard_url
 from stablerep.shards.manifest import read_manifest
 from stablerep.shards.rows import iter_images  # noqa: F401 - re-exported: the plain row reader lives in shards/
 from stablerep.tokenizer import CaptionTokenizer
-from stablerep.world import caption_targets
 
 OPEN_SHARDS = 4
 
@@ -62,8 +61,8 @@ class ShardCaptionDataset(IterableDataset):
         self.root, self.m, self.transform = root, images_per_caption, transform
         self.seed, self.shuffle, self.shuffle_buffer = seed, shuffle, max(1, shuffle_buffer)
         self.views_of_one_image = views_of_one_image  # SimCLR: m augmentations of one image
-        self.rank = dist_utils.rank() if rank is None else rank
-        self.world_size = dist_utils.world_size() if world_size is None else world_size
+        self.rank = current_rank() if rank is None else rank
+        self.world_size = current_world_size() if world_size is None else world_size
         self.epoch = 0
         # Set by ShardBatches: loader worker p serves stream (p + rotation) % workers, skipping
         # skip[stream] captions (resume) and stopping after limit captions (equal batches per slot).
@@ -172,21 +171,22 @@ class ShardCaptionDataset(IterableDataset):
 
 
 def collate_captions(samples: list[dict[str, Any]], tokenizer=None,
-                     targets: list[str] | None = None) -> dict[str, Any]:
+                     targets: Callable[[str], list[int]] | None = None) -> dict[str, Any]:
     """A batch: ``images`` (n, m, C, H, W) uint8, ``labels`` (n,) caption ids, ``captions``, and
-    ``tokens`` (with a tokenizer) or ``targets`` (n, T): the caption attributes' class indices."""
+    ``tokens`` (with a tokenizer) or ``targets`` (n, T): the class indices ``targets(caption)``
+    gives (for example :class:`stablerep.world.CaptionTargets`)."""
     batch = {"images": torch.stack([s["images"] for s in samples]),  # (n, m, C, H, W) uint8
              "labels": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
              "captions": [s["caption"] for s in samples]}
     if tokenizer is not None:
         batch["tokens"] = tokenizer(batch["captions"])
-    if targets:
-        batch["targets"] = torch.tensor([caption_targets(c, targets) for c in batch["captions"]], dtype=torch.int64)
+    if targets is not None:
+        batch["targets"] = torch.tensor([targets(c) for c in batch["captions"]], dtype=torch.int64)
     return batch
 
 
 class _Collate:
-    def __init__(self, tokenizer=None, targets: list[str] | None = None) -> None:
+    def __init__(self, tokenizer=None, targets: Callable[[str], list[int]] | None = None) -> None:
         self.tokenizer, self.targets = tokenizer, targets
 
     def __call__(self, samples):
@@ -204,7 +204,8 @@ class ShardBatches:
     """
 
     def __init__(self, dataset: ShardCaptionDataset, local_captions: int, num_workers: int = 0,
-                 tokenizer=None, pin_memory: bool = False, targets: list[str] | None = None) -> None:
+                 tokenizer=None, pin_memory: bool = False,
+                 targets: Callable[[str], list[int]] | None = None) -> None:
         self.dataset, self.local_captions = dataset, local_captions
         self.num_workers, self.tokenizer, self.pin_memory = num_workers, tokenizer, pin_memory
         self.targets = targets
@@ -246,15 +247,20 @@ class ShardBatches:
 
 
 def build_shard_batches(root: str, run, rank: int | None = None, world_size: int | None = None,
-                        pin_memory: bool = False, tokenizer=None) -> ShardBatches:
+                        pin_memory: bool = False, tokenizer=None,
+                        targets: Callable[[str], list[int]] | None = None) -> ShardBatches:
     """The training batches a :class:`stablerep.config.RunConfig` asks for, from a shard dataset.
 
     ``tokenizer`` (captions -> token ids) is the model's, handed in by the caller for methods that
     read text; without one those methods get the CLIP BPE tokenizer at the run's context length.
+    ``targets`` (caption -> class indices) is what the supervised method learns, handed in by the
+    caller that knows the label space (:func:`stablerep.world.run_targets`).
     """
     spec = get_method(run.loss.method)
-    rank = dist_utils.rank() if rank is None else rank
-    world_size = dist_utils.world_size() if world_size is None else world_size
+    if spec.targets and targets is None:
+        raise ValueError(f"method {run.loss.method!r} needs targets (caption -> class indices)")
+    rank = current_rank() if rank is None else rank
+    world_size = current_world_size() if world_size is None else world_size
     if run.data.captions_per_batch % world_size:
         raise ValueError(f"data.captions_per_batch ({run.data.captions_per_batch}) must be divisible "
                          f"by the number of ranks ({world_size})")
@@ -267,4 +273,4 @@ def build_shard_batches(root: str, run, rank: int | None = None, world_size: int
     elif tokenizer is None:
         tokenizer = CaptionTokenizer(run.model.text.context_length)
     return ShardBatches(dataset, run.data.captions_per_batch // world_size, run.data.num_workers,
-                        tokenizer, pin_memory, list(run.loss.targets) if spec.targets else None)
+                        tokenizer, pin_memory, targets if spec.targets else None)

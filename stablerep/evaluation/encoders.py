@@ -35,6 +35,7 @@ from stablerep.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from stablerep.errors import CheckpointError, EncoderError
 from stablerep.evaluation.transforms import EvalTransform
 from stablerep.models import CaptionTokenizer, create_model_for_run
+from stablerep.world import run_targets
 
 
 @dataclass
@@ -114,7 +115,8 @@ def load_run(run_dir: str, random_init: bool = False) -> tuple[nn.Module, RunCon
     except ValueError as exc:
         raise EncoderError(f"{config_url}: not a valid run config ({str(exc).splitlines()[0]})") from None
     torch.manual_seed(run.train.seed)
-    model = create_model_for_run(run)
+    targets = run_targets(run)
+    model = create_model_for_run(run, targets.classes if targets else None)
     if random_init:
         arch = json.dumps({"model": run.model.model_dump(mode="json"), "method": run.loss.method,
                            "seed": run.train.seed}, sort_keys=True)

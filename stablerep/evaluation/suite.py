@@ -19,10 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
-from stablerep.data.eval_datasets import load_labelled
 from stablerep.data.labelled import DatasetOptions, LabelledDataset
 from stablerep.devices import resolve_device
 from stablerep.errors import DatasetError
+from stablerep.evaluation.datasets import load_labelled
 from stablerep.evaluation.encoders import Encoder, load_encoder
 from stablerep.evaluation.features import (
     FeatureCache,
@@ -133,6 +133,35 @@ def load_suite(path: str) -> EvalSuite:
         tree = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return EvalSuite.model_validate(tree)
+
+
+def _merge_fields(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge_fields(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def merged_suite(suite_file: str | None = None, overrides: dict[str, Any] | None = None,
+                 skip_bad_images: bool = False) -> EvalSuite:
+    """The suite a run evaluates: the suite file's (or the defaults), with ``overrides`` on top.
+
+    ``datasets`` and ``encoders`` merge by name: an entry given replaces the file's entry of that
+    name, and the file's others stay. Every other section (``protocols``, ``features``, ``seed``)
+    merges field by field, so ``{"protocols": {"knn": {"k": 10}}}`` changes k and keeps the rest.
+    ``skip_bad_images`` sets it on every dataset. `stablerep evaluate`, the `evaluate-encoders`
+    flow and the experiments all build their suite here."""
+    base = (load_suite(suite_file) if suite_file else EvalSuite()).model_dump()
+    overrides = dict(overrides or {})
+    named = {key: dataset_short_forms(overrides.pop(key)) if key == "datasets" else overrides.pop(key)
+             for key in ("datasets", "encoders") if key in overrides}
+    tree = _merge_fields(base, overrides)
+    for key, entries in named.items():
+        tree[key] = {**tree[key], **entries}
+    if skip_bad_images:
+        for entry in tree["datasets"].values():
+            entry["skip_bad_images"] = True
     return EvalSuite.model_validate(tree)
 
 

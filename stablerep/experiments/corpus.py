@@ -23,8 +23,8 @@ from stablerep import storage
 from stablerep.config import Backend, SynthesisConfig
 from stablerep.corpora.importer import ImportConfig
 from stablerep.data.labelled import parse_dataset_spec
-from stablerep.evaluation.compare import comparison_protocols
 from stablerep.evaluation.suite import DatasetEntry, dataset_short_forms
+from stablerep.experiments.compare import comparison_protocols
 from stablerep.experiments.plan import (
     ExperimentPlan,
     ImportStep,

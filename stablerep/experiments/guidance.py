@@ -20,12 +20,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stablerep import storage
-from stablerep.evaluation.compare import FLOOR, markdown_table
 from stablerep.evaluation.report import write_report_files
+from stablerep.experiments.compare import FLOOR, markdown_table
 from stablerep.experiments.demo import DemoConfig, captions_step, probe_evaluation, synthesis_step
 from stablerep.experiments.plan import ExperimentPlan, execute_plan
 from stablerep.experiments.runs import training_step
+from stablerep.generator.fidelity import FidelityClassifier, fidelity
+from stablerep.generator.shipped import shipped_classifier
 from stablerep.plots import figure_png, pyplot
+from stablerep.shards.rows import iter_images
 
 
 def _study_demo() -> DemoConfig:
@@ -77,9 +80,6 @@ def _fidelity_of_dataset(root: str, n: int, classifier) -> dict[str, float]:
 
     from PIL import Image
 
-    from stablerep.generator.fidelity import fidelity
-    from stablerep.shards.rows import iter_images
-
     images, captions = [], []
     for row in iter_images(root, ["caption", "image_index", "image"]):
         if row["image_index"] == 0:
@@ -120,9 +120,6 @@ def run_guidance_study(out: str, cfg: GuidanceStudyConfig | None = None, progres
     summary = execute_plan(plan, progress)
     fidelity: dict[str, dict[str, float]] = {}
     if cfg.fidelity_images:  # the classifier is loaded once for every scale
-        from stablerep.generator.fidelity import FidelityClassifier
-        from stablerep.generator.shipped import shipped_classifier
-
         t0 = time.perf_counter()
         classifier = FidelityClassifier.load(shipped_classifier())
         for w in cfg.scales:

@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 from stablerep import storage
 from stablerep.captions.sample import sample_captions, write_captions
 from stablerep.config import RunConfig
-from stablerep.evaluation.compare import (
+from stablerep.evaluation.suite import DatasetEntry, check_datasets, dataset_short_forms
+from stablerep.experiments.budget import budget_of
+from stablerep.experiments.compare import (
     compare_on_suite,
     compare_runs,
     comparison_protocols,
-    write_report,
+    write_comparison_report,
 )
-from stablerep.evaluation.suite import DatasetEntry, check_datasets, dataset_short_forms
-from stablerep.experiments.budget import budget_of
 from stablerep.shards.layout import captions_url
 from stablerep.stages import ImportJob, SynthesisJob, TrainingJob, import_dataset, synthesize, train
 from stablerep.world import write_procedural_captions
@@ -239,5 +239,5 @@ def run_plan(plan: ExperimentPlan, out: str | None = None, progress: bool = True
     OUT/results.md (figures with 95% intervals, the budget, what the intervals support) and
     OUT/results.png. Returns the summary."""
     summary = execute_plan(plan, progress)
-    summary["report"] = write_report(out or plan.out, summary)
+    summary["report"] = write_comparison_report(out or plan.out, summary)
     return summary

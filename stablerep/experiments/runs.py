@@ -79,9 +79,17 @@ def run_dir(out: str, method: str, seed: int) -> str:
     return storage.join(out, "runs", method, f"seed-{seed}")
 
 
-def trains_on(method: str) -> str:
+# The paper's comparison: StableRep (and the supervised ceiling) learn from the K synthetic images
+# of each caption, the SimCLR and CLIP baselines from the real image of each caption.
+TRAINS_ON: dict[str, Literal["synthetic", "real"]] = {
+    "stablerep": "synthetic", "stablerep_plus": "synthetic", "supervised": "synthetic",
+    "simclr": "real", "clip": "real"}
+
+
+def trains_on(method: str) -> Literal["synthetic", "real"]:
     """``synthetic`` (K images per caption) or ``real`` (the real image(s) of each caption)."""
-    return get_method(method).trains_on
+    get_method(method)  # an unknown method is named as such
+    return TRAINS_ON[method]
 
 
 def training_step(out: str, cfg: ComparisonSettings, method: str, seed: int, data: str, name: str | None = None

@@ -6,6 +6,7 @@ when there is a text tower."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from stablerep.losses.image_text import ClipLoss, StableRepPlusLoss
 from stablerep.losses.multipos import MultiPosConLoss
 from stablerep.losses.simclr import NTXentLoss
 from stablerep.losses.supervised import MultiTaskCrossEntropy
-from stablerep.world import ATTRIBUTES
+from stablerep.methods import get_method
 
 
 class Objective(nn.Module):
@@ -44,15 +45,18 @@ class Objective(nn.Module):
         return self.loss(out["features"], batch["targets"].repeat_interleave(m, dim=0))  # supervised
 
 
-def create_loss(cfg) -> Objective:
-    """The objective of ``cfg.method`` (a :class:`stablerep.config.LossConfig`)."""
+def create_loss(cfg, target_classes: Mapping[str, int] | None = None) -> Objective:
+    """The objective of ``cfg.method`` (a :class:`stablerep.config.LossConfig`); the supervised one
+    takes ``target_classes``, the class count of each of ``cfg.targets``."""
     losses = {
         "stablerep": lambda: MultiPosConLoss(cfg.temperature),
         "simclr": lambda: NTXentLoss(cfg.temperature),
         "clip": lambda: ClipLoss(cfg.max_logit_scale),
         "stablerep_plus": lambda: StableRepPlusLoss(cfg.temperature, cfg.text_weight, cfg.max_logit_scale),
-        "supervised": lambda: MultiTaskCrossEntropy({t: len(ATTRIBUTES[t]) for t in cfg.targets}),
+        "supervised": lambda: MultiTaskCrossEntropy({t: target_classes[t] for t in cfg.targets}),
     }
     if cfg.method not in losses:
         raise ValueError(f"unknown loss method {cfg.method!r}")
+    if get_method(cfg.method).targets and target_classes is None:
+        raise ValueError(f"method {cfg.method!r} needs target_classes (the class count of each target)")
     return Objective(cfg.method, losses[cfg.method]())

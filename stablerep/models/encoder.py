@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,7 +15,6 @@ from stablerep.models.heads import build_mlp_head
 from stablerep.models.text import create_text_tower
 from stablerep.models.vision import create_backbone
 from stablerep.tokenizer import CaptionTokenizer
-from stablerep.world import ATTRIBUTES
 
 
 class StableRepModel(nn.Module):
@@ -94,13 +94,17 @@ def create_model(config: ModelConfig | str | None = None, *, head: bool = True,
     return StableRepModel(backbone, mlp, text, config.embed_dim, init_logit_scale)
 
 
-def create_model_for_run(run) -> StableRepModel:
+def create_model_for_run(run, target_classes: Mapping[str, int] | None = None) -> StableRepModel:
     """The model a :class:`stablerep.config.RunConfig` trains: CLIP has no MLP head; the supervised
-    method's head ends in the class scores of its targets (side by side)."""
+    method's head ends in the class scores of its targets (side by side), ``target_classes[t]``
+    scores for each target ``t`` (the caller knows the label space, e.g.
+    :class:`stablerep.world.CaptionTargets`)."""
     spec = get_method(run.loss.method)
     config = run.model
     if spec.targets:
-        config = config.model_copy(update={"head_out_dim": sum(len(ATTRIBUTES[t]) for t in run.loss.targets)})
+        if target_classes is None:
+            raise ValueError(f"method {run.loss.method!r} needs target_classes (the class count of each target)")
+        config = config.model_copy(update={"head_out_dim": sum(target_classes[t] for t in run.loss.targets)})
     return create_model(config, head=spec.head, init_logit_scale=run.loss.init_logit_scale)
 
 

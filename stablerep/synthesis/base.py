@@ -1,12 +1,16 @@
 """The interface every text-to-image backend implements (images are encoded for storage by
-stablerep.shards.images)."""
+stablerep.shards.images), and the error the diffusers-based backends raise for a model that
+cannot be found."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
+
+from stablerep.errors import ModelNotFoundError
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,17 @@ class Backend(Protocol):
     def lineage(self) -> dict[str, Any]:
         """What a dataset card needs to regenerate the images (model, revision, sampler...)."""
         ...
+
+
+def model_not_found(model: str, allow_download: bool, exc: Exception) -> ModelNotFoundError:
+    """The one-line error for a model that diffusers could not find: where it looked, how to fix it."""
+    from huggingface_hub import constants
+
+    where = (f"the folder {model}" if Path(model).exists() else
+             f"a local folder {model!r} (none exists) and the Hugging Face cache {constants.HF_HUB_CACHE}")
+    return ModelNotFoundError(
+        f"model {model!r} could not be loaded: looked in {where}"
+        + ("" if allow_download else " with downloads off")
+        + f". Download it once (`huggingface-cli download {model}`), pass a local path with --model, "
+        f"or allow downloads (--set allow_download=true). ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    )

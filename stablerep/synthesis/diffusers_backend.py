@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from stablerep.devices import resolve_device
-from stablerep.errors import StableRepError
-from stablerep.synthesis.base import GenerationRequest
+from stablerep.synthesis.base import GenerationRequest, model_not_found
+from stablerep.synthesis.native import resolve_native_defaults
 from stablerep.synthesis.speed import SpeedSettings, apply_speed_settings, tensor_to_pil
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
               "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
-
-
-class ModelNotFoundError(StableRepError, OSError):
-    """The model is neither a local folder nor in the Hugging Face cache (and downloads are off)."""
 
 
 def pipeline_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -42,20 +37,6 @@ def load_pipeline(model: str, *, revision: str | None = None, dtype: torch.dtype
         return StableDiffusionPipeline.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
         raise model_not_found(model, allow_download, exc) from None
-
-
-def model_not_found(model: str, allow_download: bool, exc: Exception) -> ModelNotFoundError:
-    """The one-line error for a model that diffusers could not find: where it looked, how to fix it."""
-    from huggingface_hub import constants
-
-    where = (f"the folder {model}" if Path(model).exists() else
-             f"a local folder {model!r} (none exists) and the Hugging Face cache {constants.HF_HUB_CACHE}")
-    return ModelNotFoundError(
-        f"model {model!r} could not be loaded: looked in {where}"
-        + ("" if allow_download else " with downloads off")
-        + f". Download it once (`huggingface-cli download {model}`), pass a local path with --model, "
-        f"or allow downloads (--set allow_download=true). ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-    )
 
 
 class DiffusersBackend:
@@ -103,8 +84,6 @@ class DiffusersBackend:
     @classmethod
     def from_config(cls, cfg, model: str | None = None) -> DiffusersBackend:
         """The backend a SynthesisConfig asks for; unset settings are the backend's own."""
-        from stablerep.synthesis.native import resolve_native_defaults
-
         cfg = resolve_native_defaults(cfg)
         return cls(model or cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                    steps=cfg.steps, guidance=cfg.guidance, scheduler=cfg.scheduler, eta=cfg.eta,

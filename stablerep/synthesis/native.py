@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from stablerep.config import SynthesisConfig
+from stablerep.synthesis.base import model_not_found
+from stablerep.synthesis.tiny import tiny_pipeline_path
 
 PROCEDURAL_SIZE = 512
 DIFFUSERS_STEPS = 50   # diffusers' pipelines' default num_inference_steps
@@ -33,8 +35,6 @@ def model_native_size(model: str, revision: str | None = None, allow_download: b
     # diffusers is imported here, not at the top: `import stablerep.synthesis` stays light for
     # the CLI and the procedural backend (diffusers costs seconds to import).
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from stablerep.synthesis.diffusers_backend import model_not_found
 
     kwargs: dict[str, Any] = {"revision": revision, "local_files_only": not allow_download}
     try:
@@ -64,8 +64,6 @@ def native_settings(cfg: SynthesisConfig, fields: tuple[str, ...] = ("resolution
                            "guidance": PAPER_GUIDANCE}
     if "resolution" in fields:
         if cfg.backend == "tiny":
-            from stablerep.synthesis.tiny import tiny_pipeline_path
-
             out["resolution"] = model_native_size(str(tiny_pipeline_path()))
         else:
             out["resolution"] = model_native_size(cfg.model, cfg.revision, cfg.allow_download)

@@ -105,9 +105,9 @@ def synthesize_shard(root: str, plan: ShardPlan, backend: Backend, cfg: Synthesi
     return write_shard(root, plan.index, records, chash, lineage=backend.lineage()), True
 
 
-def build_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Backend,
-                  progress: bool = True, shards: list[int] | None = None, owner: str = "a dataset build",
-                  run: str | None = None) -> BuildResult:
+def synthesize_dataset(captions_root: str, out_root: str, cfg: SynthesisConfig, backend: Backend,
+                       progress: bool = True, shards: list[int] | None = None,
+                       owner: str = "a dataset build", run: str | None = None) -> BuildResult:
     """Synthesise every planned shard of ``captions_root`` into ``out_root`` (or only ``shards``),
     then write the manifest when every planned shard is committed.
 

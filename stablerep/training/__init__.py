@@ -7,7 +7,7 @@ from stablerep.checkpoint import (
     load_model_weights,
     save_checkpoint,
 )
-from stablerep.training.loop import NonFiniteLossError, TrainResult, train
+from stablerep.training.loop import NonFiniteLossError, TrainResult, run_training_loop
 from stablerep.training.optim import build_optimizer, lr_at, param_groups
 
 __all__ = [
@@ -20,6 +20,6 @@ __all__ = [
     "load_model_weights",
     "lr_at",
     "param_groups",
+    "run_training_loop",
     "save_checkpoint",
-    "train",
 ]

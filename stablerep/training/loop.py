@@ -15,18 +15,27 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from stablerep import distributed as dist_utils
 from stablerep import storage
 from stablerep.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from stablerep.config import RunConfig
 from stablerep.data.augment import BatchPhotometric, prepare_images
 from stablerep.devices import resolve_device, resolve_dtype
+from stablerep.distributed import (
+    all_reduce_mean,
+    current_rank,
+    current_world_size,
+    destroy_process_group,
+    init_from_env,
+    is_distributed,
+    is_main_process,
+)
 from stablerep.errors import NonFiniteLossError
 from stablerep.losses import create_loss
 from stablerep.models import StableRepModel, create_model_for_run
 from stablerep.seeding import mix_seed
 from stablerep.training.optim import build_optimizer, lr_at, set_lr
 from stablerep.training.step import train_step
+from stablerep.world import run_targets
 
 log = logging.getLogger("stablerep.train")
 
@@ -83,11 +92,12 @@ def _prepare_model(run: RunConfig, device: torch.device) -> tuple[StableRepModel
     implements SyncBatchNorm for GPUs only, so CPU ranks keep per-rank statistics.
     """
     torch.manual_seed(run.train.seed)  # the same initial weights on every rank
-    model = create_model_for_run(run)
-    if dist_utils.is_distributed() and device.type == "cuda":
+    targets = run_targets(run)
+    model = create_model_for_run(run, targets.classes if targets else None)
+    if is_distributed() and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    if dist_utils.is_distributed():
+    if is_distributed():
         ids = [device.index] if device.type == "cuda" else None
         module: nn.Module = DistributedDataParallel(model, device_ids=ids)
     else:
@@ -101,8 +111,8 @@ def _write_json(url: str, payload: Any) -> None:
     storage.write_bytes(url, json.dumps(payload, indent=2).encode())
 
 
-def train(run: RunConfig, data: Iterable, run_dir: str, *, resume: bool = True,
-          stop_at: int | None = None, progress: bool = True) -> TrainResult:
+def run_training_loop(run: RunConfig, data: Iterable, run_dir: str, *, resume: bool = True,
+                      stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Train ``run`` on ``data`` and write config, metrics and checkpoints under ``run_dir``.
 
     ``data`` yields this rank's batches: dicts with ``images`` (captions, m, C, H, W), ``labels``
@@ -112,20 +122,21 @@ def train(run: RunConfig, data: Iterable, run_dir: str, *, resume: bool = True,
     Launch under torchrun for several processes: the process group is initialised here.
     """
     device = resolve_device(run.train.device)
-    owns_group = dist_utils.init_from_env(device)
+    owns_group = init_from_env(device)
     try:
         return _train(run, data, run_dir, device, resume, stop_at, progress)
     finally:
         if owns_group:
-            dist_utils.destroy()
+            destroy_process_group()
 
 
 def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, resume: bool,
            stop_at: int | None, progress: bool) -> TrainResult:
-    main = dist_utils.is_main_process()
+    main = is_main_process()
     dtype = resolve_dtype(run.train.precision, device)
     model, module = _prepare_model(run, device)
-    loss_fn = create_loss(run.loss).to(device)
+    targets = run_targets(run)
+    loss_fn = create_loss(run.loss, targets.classes if targets else None).to(device)
     optimizer = build_optimizer(model, run.lr, run.optim.weight_decay, run.optim.betas, run.optim.eps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     resolved = run.resolved()
@@ -141,7 +152,7 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
     history: list[dict[str, Any]] = []
     metrics_url = storage.join(run_dir, "metrics.jsonl")
     last_ckpt, loss_value = ckpt, float("nan")
-    world = dist_utils.world_size()
+    world = current_world_size()
     bar = tqdm(total=end, initial=start, desc=f"train {run.loss.method}", unit="step",
                disable=None if (progress and main) else True, dynamic_ncols=True)
     batches = _batches_from(data, start)
@@ -152,11 +163,11 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
         lr = lr_at(step, run.train.steps, run.lr, run.optim.warmup_steps, run.optim.min_lr)
         set_lr(optimizer, lr)
         batch = prepare_batch(next(batches), device, photometric,
-                              mix_seed(run.train.seed, step, dist_utils.rank()))
+                              mix_seed(run.train.seed, step, current_rank()))
         losses = train_step(run.loss.method, module, loss_fn, optimizer, scaler, batch, device,
                             dtype, run.optim.grad_clip)
         # One host sync per step: a NaN must stop the run before it is checkpointed.
-        loss_value = float(dist_utils.all_reduce_mean(losses["loss"].detach()))
+        loss_value = float(all_reduce_mean(losses["loss"].detach()))
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(f"step {step + 1}: loss is {loss_value} (lr {lr:.3g}); "
                                      f"stopping. Last checkpoint: {last_ckpt or 'none'}")
@@ -169,7 +180,7 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
             now = time.perf_counter()
             record = {"step": done, "loss": loss_value, "lr": lr,
                       "images_per_s": images_since / max(now - t_last, 1e-9)}
-            record.update({k: float(dist_utils.all_reduce_mean(v.detach()))
+            record.update({k: float(all_reduce_mean(v.detach()))
                            for k, v in losses.items() if k != "loss"})
             t_last, images_since = now, 0
             history.append(record)
@@ -182,7 +193,7 @@ def _train(run: RunConfig, data: Iterable, run_dir: str, device: torch.device, r
             if main:
                 last_ckpt = save_checkpoint(run_dir, done, model, optimizer, scaler, resolved,
                                             keep=run.train.keep_checkpoints)
-            if dist_utils.is_distributed():
+            if is_distributed():
                 torch.distributed.barrier()
     bar.close()
     return TrainResult(run_dir, end, loss_value, last_ckpt, history, resumed_from)

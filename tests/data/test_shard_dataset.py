@@ -9,7 +9,7 @@ from stablerep.data.shards import (
     build_shard_batches,
     iter_images,
 )
-from stablerep.testing import write_example_dataset
+from tests.helpers.datasets import write_example_dataset
 
 
 @pytest.fixture(scope="module")

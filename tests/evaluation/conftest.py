@@ -2,8 +2,8 @@ import pytest
 
 from stablerep.config import load_config
 from stablerep.data import RandomCaptionBatches
-from stablerep.testing import write_digits_imagefolder, write_digits_parquet
-from stablerep.training import train
+from stablerep.training import run_training_loop
+from tests.helpers.datasets import write_digits_imagefolder, write_digits_parquet
 
 
 @pytest.fixture(scope="session")
@@ -23,5 +23,5 @@ def tiny_run(tmp_path_factory):
     """A tiny-ViT run directory (3 steps on random tensors): an architecture and a checkpoint."""
     out = tmp_path_factory.mktemp("tiny-run")
     run = load_config("tiny_cpu", ["train.steps=3", "optim.warmup_steps=0"])
-    train(run, RandomCaptionBatches(16, 4, 32), str(out), progress=False)
+    run_training_loop(run, RandomCaptionBatches(16, 4, 32), str(out), progress=False)
     return str(out)

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from stablerep.cli.evaluate import named_specs
-from stablerep.data.eval_datasets import load_labelled
 from stablerep.data.labelled import DatasetOptions, stratified_split
 from stablerep.errors import DatasetError
-from stablerep.testing import digits_images, digits_split
+from stablerep.evaluation.datasets import load_labelled
+from tests.helpers.datasets import digits_images, digits_split
 
 
 def _pixels(split, i):

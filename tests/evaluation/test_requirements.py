@@ -8,7 +8,7 @@ import pytest
 
 from stablerep.errors import DatasetError
 from stablerep.evaluation import EvalSuite, run_evaluation
-from stablerep.testing import write_digits_imagefolder
+from tests.helpers.datasets import write_digits_imagefolder
 
 
 def _digits_folder(root: Path, train: int, test: int) -> Path:

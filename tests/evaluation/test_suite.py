@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from stablerep.config import load_config
-from stablerep.data.eval_datasets import load_labelled
 from stablerep.data.labelled import DatasetOptions
 from stablerep.data.shards import build_shard_batches
 from stablerep.evaluation import EvalSuite, encode_split, load_encoder, run_evaluation
-from stablerep.testing import write_digits_shards
-from stablerep.training import train
+from stablerep.evaluation.datasets import load_labelled
+from stablerep.training import run_training_loop
+from tests.helpers.datasets import write_digits_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"linear_probe": {"l2_values": 8}, "few_shot": {"episodes": 100}}
@@ -36,7 +36,7 @@ def simclr_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("simclr-digits")
     run = load_config("tiny_cpu", ["loss.method=simclr", "data.images_per_caption=2", "data.captions_per_batch=64",
                                    "train.steps=300"])
-    train(run, build_shard_batches(str(root), run), str(out), progress=False)
+    run_training_loop(run, build_shard_batches(str(root), run), str(out), progress=False)
     return str(out)
 
 

@@ -68,8 +68,8 @@ def test_regeneration_appends_new_captions_without_touching_committed_shards(tmp
 
 
 def test_a_shard_task_that_fails_once_is_retried_and_the_dataset_is_identical(tmp_path, monkeypatch, fast_retries):
-    import stablerep.synthesis.worker as worker
     from flows.dataset import build_dataset
+    from stablerep.synthesis import worker
 
     clean = str(tmp_path / "clean")
     build_dataset(_request(clean, _corpus(tmp_path, 12), 12))

@@ -6,8 +6,8 @@ import pytest
 
 from stablerep.config import load_config
 from stablerep.data import RandomCaptionBatches
-from stablerep.testing import write_digits_parquet
-from stablerep.training import train
+from stablerep.training import run_training_loop
+from tests.helpers.datasets import write_digits_parquet
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -18,7 +18,7 @@ def test_evaluate_flow_writes_the_report_and_shows_it(tmp_path):
     from flows.evaluation import EvaluateRequest, evaluate_encoders_flow
 
     run_dir = tmp_path / "run"
-    train(load_config("tiny_cpu", ["train.steps=3", "optim.warmup_steps=0"]), RandomCaptionBatches(16, 4, 32),
+    run_training_loop(load_config("tiny_cpu", ["train.steps=3", "optim.warmup_steps=0"]), RandomCaptionBatches(16, 4, 32),
           str(run_dir), progress=False)
     digits = write_digits_parquet(str(tmp_path / "digits.parquet"))
     suite_file = tmp_path / "suite.yaml"

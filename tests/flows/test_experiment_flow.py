@@ -9,7 +9,7 @@ import pytest
 
 from stablerep.experiments.corpus import CorpusExperimentConfig, run_corpus_experiment
 from stablerep.shards import read_manifest
-from stablerep.testing import digits_images, digits_split
+from tests.helpers.datasets import digits_images, digits_split
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

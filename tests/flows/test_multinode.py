@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stablerep.testing import write_example_dataset
 from tests.conftest import free_port
 from tests.flows import test_stack
 from tests.flows.test_stack import _api
+from tests.helpers.datasets import write_example_dataset
 
 
 @pytest.fixture(scope="module")

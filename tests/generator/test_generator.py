@@ -15,9 +15,9 @@ from PIL import Image
 
 from stablerep.captions import sample_captions, write_captions
 from stablerep.config import SynthesisConfig
+from stablerep.experiments.fidelity import fidelity_study
 from stablerep.generator.config import GeneratorConfig
 from stablerep.generator.fidelity import FidelityClassifier, chance, fidelity
-from stablerep.generator.study import fidelity_study
 from stablerep.generator.train import train_generator
 from stablerep.shards import read_manifest, verify_dataset
 from stablerep.shards.rows import iter_images

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from stablerep.config import SynthesisConfig
+from stablerep.experiments.fidelity import generate
 from stablerep.generator.config import GeneratorConfig
 from stablerep.generator.fidelity import FidelityClassifier, chance, fidelity
 from stablerep.generator.model import training_scheduler
 from stablerep.generator.shipped import shipped_classifier, shipped_dir, shipped_generator
-from stablerep.generator.study import generate
 from stablerep.generator.train import make_pool, tokenize, train_generator, unet_step, vae_step
 from stablerep.synthesis.native import native_settings
 from stablerep.world import procedural_captions

@@ -23,8 +23,8 @@ from stablerep.config import SynthesisConfig
 from stablerep.shards import iter_images, write_manifest
 from stablerep.shards.export import ExportError, export_webdataset, sample_key
 from stablerep.shards.layout import SHARD_SCHEMA
-from stablerep.synthesis import ProceduralBackend, build_dataset, procedural_captions
-from stablerep.testing import make_image_bytes, write_example_dataset
+from stablerep.synthesis import ProceduralBackend, procedural_captions, synthesize_dataset
+from tests.helpers.datasets import make_image_bytes, write_example_dataset
 
 N_CAPTIONS, PER_CAPTION, PER_TAR = 20, 2, 16  # 40 images -> tars of 16, 16, 8
 
@@ -39,7 +39,7 @@ def dataset(tmp_path_factory):
     write_captions(root, sample_captions(str(src), N_CAPTIONS, progress=False))
     cfg = SynthesisConfig(images_per_caption=PER_CAPTION, captions_per_shard=7, resolution=32, image_size=32,
                           batch_size=8)
-    result = build_dataset(root, root, cfg, ProceduralBackend(32), progress=False)
+    result = synthesize_dataset(root, root, cfg, ProceduralBackend(32), progress=False)
     assert result.manifest["totals"]["images"] == N_CAPTIONS * PER_CAPTION
     return root
 

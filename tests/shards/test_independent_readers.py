@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stablerep.data.shards import iter_images
-from stablerep.testing import write_example_dataset
+from tests.helpers.datasets import write_example_dataset
 
 
 @pytest.mark.slow

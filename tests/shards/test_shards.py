@@ -18,7 +18,7 @@ from stablerep.shards import (
     write_shard,
 )
 from stablerep.shards.layout import read_parquet_bytes
-from stablerep.testing import example_records, write_example_dataset
+from tests.helpers.datasets import example_records, write_example_dataset
 
 
 def test_round_trip_and_layout(dataset_root):

@@ -6,8 +6,9 @@ import open_clip
 import pytest
 import torch
 
+from stablerep.errors import ModelNotFoundError
 from stablerep.synthesis import GenerationRequest, encode_image
-from stablerep.synthesis.diffusers_backend import DiffusersBackend, ModelNotFoundError
+from stablerep.synthesis.diffusers_backend import DiffusersBackend
 
 
 @pytest.fixture(scope="module")

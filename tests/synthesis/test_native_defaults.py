@@ -7,14 +7,14 @@ import pytest
 
 from stablerep.captions import sample_captions, write_captions
 from stablerep.config import SynthesisConfig
+from stablerep.errors import ModelNotFoundError
 from stablerep.shards import config_hash, read_manifest
 from stablerep.synthesis import (
     ProceduralBackend,
-    build_dataset,
     procedural_captions,
     resolve_native_defaults,
+    synthesize_dataset,
 )
-from stablerep.synthesis.diffusers_backend import ModelNotFoundError
 from stablerep.synthesis.native import model_native_size
 
 
@@ -72,8 +72,8 @@ def test_an_explicit_default_skips_the_shards_a_default_request_committed(tmp_pa
     root = str(tmp_path / "ds")
     write_captions(root, sample_captions(str(src), 4, progress=False))
     unset = SynthesisConfig(images_per_caption=1, captions_per_shard=2, image_size=32)
-    first = build_dataset(root, root, unset, ProceduralBackend(512), progress=False)
+    first = synthesize_dataset(root, root, unset, ProceduralBackend(512), progress=False)
     assert first.written == [0, 1] and read_manifest(root)["config"]["resolution"] == 512
-    again = build_dataset(root, root, unset.model_copy(update={"resolution": 512}), ProceduralBackend(512),
+    again = synthesize_dataset(root, root, unset.model_copy(update={"resolution": 512}), ProceduralBackend(512),
                           progress=False)
     assert again.written == [] and again.skipped == [0, 1]

@@ -14,9 +14,9 @@ from stablerep.shards import read_manifest, shard_url, verify_dataset
 from stablerep.shards.layout import read_parquet_bytes
 from stablerep.synthesis import (
     ProceduralBackend,
-    build_dataset,
     procedural_captions,
     resolve_native_defaults,
+    synthesize_dataset,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +46,8 @@ def _cfg(**kw):
 
 
 def test_same_images_whatever_the_shard_and_batch_sizes(tmp_path, captions_root):
-    a = build_dataset(captions_root, str(tmp_path / "a"), _cfg(), ProceduralBackend(64), progress=False)
-    b = build_dataset(captions_root, str(tmp_path / "b"), _cfg(captions_per_shard=6, batch_size=2),
+    a = synthesize_dataset(captions_root, str(tmp_path / "a"), _cfg(), ProceduralBackend(64), progress=False)
+    b = synthesize_dataset(captions_root, str(tmp_path / "b"), _cfg(captions_per_shard=6, batch_size=2),
                       ProceduralBackend(64), progress=False)
     assert a.manifest["totals"]["images"] == b.manifest["totals"]["images"] == 42
     assert (a.manifest["totals"]["shards"], b.manifest["totals"]["shards"]) == (4, 3)
@@ -57,8 +57,8 @@ def test_same_images_whatever_the_shard_and_batch_sizes(tmp_path, captions_root)
 
 def test_second_build_commits_nothing(tmp_path, captions_root):
     out = str(tmp_path / "ds")
-    first = build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
-    second = build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
+    first = synthesize_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
+    second = synthesize_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
     assert first.written == [0, 1, 2, 3] and second.written == [] and second.skipped == [0, 1, 2, 3]
     assert first.manifest["shards"] == second.manifest["shards"]
 
@@ -82,12 +82,12 @@ class _CrashingBackend(ProceduralBackend):
 
 
 def test_interrupted_build_resumes_to_the_same_dataset(tmp_path, captions_root):
-    clean = build_dataset(captions_root, str(tmp_path / "clean"), _cfg(), ProceduralBackend(64), progress=False)
+    clean = synthesize_dataset(captions_root, str(tmp_path / "clean"), _cfg(), ProceduralBackend(64), progress=False)
     out = str(tmp_path / "crashy")
     with pytest.raises(_Crash):
-        build_dataset(captions_root, out, _cfg(), _CrashingBackend(6), progress=False)
+        synthesize_dataset(captions_root, out, _cfg(), _CrashingBackend(6), progress=False)
     assert not storage.exists(f"{out}/manifest.json")  # nothing that looks finished
-    resumed = build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
+    resumed = synthesize_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
     assert resumed.skipped == [0, 1] and resumed.written == [2, 3]
     assert resumed.manifest["shards"] == clean.manifest["shards"]  # same files: rows, bytes and sha256s
 
@@ -140,8 +140,8 @@ class _SignallingBackend(ProceduralBackend):
 def test_encoding_and_shard_writes_overlap_generation(tmp_path, captions_root, monkeypatch):
     """The first batch's encoding and shard 0's write each wait until the backend is already making
     the next batch / shard; without overlap they would wait in vain (and the flags stay False)."""
-    import stablerep.synthesis.worker as worker
     from stablerep.captions.sample import load_captions
+    from stablerep.synthesis import worker
 
     backend = _SignallingBackend(set(load_captions(captions_root).column("caption_id").to_pylist()[4:8]))
     seen = {"encode_overlapped": False, "write_overlapped": False}
@@ -160,17 +160,17 @@ def test_encoding_and_shard_writes_overlap_generation(tmp_path, captions_root, m
     monkeypatch.setattr(worker, "encode_image", slow_encode)
     monkeypatch.setattr(worker, "write_shard", slow_write)
     out = str(tmp_path / "overlapped")
-    result = build_dataset(captions_root, out, _cfg(), backend, progress=False)
+    result = synthesize_dataset(captions_root, out, _cfg(), backend, progress=False)
     assert seen == {"encode_overlapped": True, "write_overlapped": True}
     assert result.written == [0, 1, 2, 3]
     monkeypatch.undo()
-    plain = build_dataset(captions_root, str(tmp_path / "plain"), _cfg(), ProceduralBackend(64), progress=False)
+    plain = synthesize_dataset(captions_root, str(tmp_path / "plain"), _cfg(), ProceduralBackend(64), progress=False)
     assert _images(out) == _images(str(tmp_path / "plain"))
     assert [s["sha256"] for s in result.manifest["shards"]] == [s["sha256"] for s in plain.manifest["shards"]]
 
 
 def test_a_failed_shard_write_stops_the_build_without_a_manifest(tmp_path, captions_root, monkeypatch):
-    import stablerep.synthesis.worker as worker
+    from stablerep.synthesis import worker
 
     real_write = worker.write_shard
 
@@ -182,6 +182,6 @@ def test_a_failed_shard_write_stops_the_build_without_a_manifest(tmp_path, capti
     monkeypatch.setattr(worker, "write_shard", failing_write)
     out = str(tmp_path / "ds")
     with pytest.raises(OSError, match="store refused"):
-        build_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
+        synthesize_dataset(captions_root, out, _cfg(), ProceduralBackend(64), progress=False)
     assert not storage.exists(f"{out}/manifest.json")
     assert storage.exists(f"{out}/shards/000000.json") and not storage.exists(f"{out}/shards/000001.json")

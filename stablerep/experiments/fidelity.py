@@ -1,5 +1,7 @@
-"""Fidelity per guidance scale: generate through the diffusers backend (the synthesis path every
-dataset takes), score with the attribute classifier, plot, and show sample grids."""
+"""The fidelity study of the generator: fidelity per guidance scale. Generate through the diffusers
+backend (the synthesis path every dataset takes), score with the generator's attribute classifier
+(:mod:`stablerep.generator.fidelity`), plot, and show grids of the samples under their captions
+(`stablerep generator fidelity`)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def generate(model: str, captions: list[str], guidance: float, seed: int, steps:
     return images
 
 
-def sample_grid(images: list[Image.Image], captions: list[str], columns: int = 8, thumb: int = 96) -> bytes:
+def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 8, thumb: int = 96) -> bytes:
     """Images (nearest-neighbour enlarged) under their captions: count size colour / texture shape /
     position (the background shows)."""
     import io
@@ -86,7 +88,7 @@ def fidelity_study(out: str, model: str | None, scales: list[float], n_captions:
     for w in scales:
         images = generate(model, captions, w, seed)
         results[f"{w:g}"] = fidelity(classifier, images, captions)
-        storage.write_bytes(storage.join(out, f"samples-w{w:g}.png"), sample_grid(images[:32], captions[:32]))
+        storage.write_bytes(storage.join(out, f"samples-w{w:g}.png"), captioned_grid(images[:32], captions[:32]))
     summary = {"model": model, "captions": n_captions, "seed": seed, "fidelity": results,
                "classifier_on_real_renders": classifier.heldout, "chance": chance()}
     storage.write_bytes(storage.join(out, "fidelity.png"), plot_fidelity(results, classifier.heldout))

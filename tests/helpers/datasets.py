@@ -1,4 +1,5 @@
-"""Helpers that write small, real datasets for tests, benchmarks and examples.
+"""Helpers that write small, real datasets for tests and benchmarks (benchmarks import them with
+the repository root on sys.path).
 
 The images are drawn with PIL (a background gradient and a few shapes, so they compress like
 pictures, not like noise) and go through the real shard writer and manifest.
@@ -70,7 +71,7 @@ def write_example_dataset(root: str, n_captions: int = 12, images_per_caption: i
         write_shard(root, index, example_records(part, images_per_caption, base_seed, size), chash,
                     row_group_rows=row_group_rows)
         indices.append(index)
-    return write_manifest(root, indices, config, chash, {"generator": "stablerep.testing"})
+    return write_manifest(root, indices, config, chash, {"generator": "tests.helpers.datasets"})
 
 
 def digits_images() -> tuple[list[bytes], list[int], list[str]]:
@@ -153,4 +154,4 @@ def write_digits_shards(root: str, split: str = "train", captions_per_shard: int
             records.append(ImageRecord(caption_id(text), text, 0, i, images[i], 8, 8, ext="png"))
         write_shard(root, index, records, chash)
         indices.append(index)
-    return write_manifest(root, indices, config, chash, {"generator": "stablerep.testing digits"})
+    return write_manifest(root, indices, config, chash, {"generator": "tests.helpers.datasets digits"})

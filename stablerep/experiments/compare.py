@@ -243,6 +243,25 @@ def _per_dataset(parts: dict[str, Any], name: str, method: str) -> tuple[float |
     return (entry["mean"], entry["ci95"]) if entry else (None, None)
 
 
+def protocol_line(summary: dict[str, Any]) -> str:
+    """The protocol settings the comparison scored with, read from its evaluation settings, and
+    where they differ from the documented protocol (45 L2 values, kNN k 20 and T 0.07, 600
+    few-shot episodes), saying so."""
+    protocols = summary.get("evaluation", {}).get("settings", {}).get("protocols")
+    if not protocols:
+        return ""
+    probe, knn, few = protocols["linear_probe"], protocols["knn"], protocols["few_shot"]
+    documented = {"L2 values": (probe["l2_values"], 45), "kNN k": (knn["k"], 20),
+                  "kNN temperature": (knn["temperature"], 0.07), "few-shot episodes": (few["episodes"], 600)}
+    changed = [f"{name} {ours} (documented: {doc})" for name, (ours, doc) in documented.items() if ours != doc]
+    text = (f"\nProtocols: linear probe by L-BFGS over {probe['l2_values']} L2 values on a validation split, "
+            f"kNN k {knn['k']} at temperature {knn['temperature']}, {few['ways']}-way few-shot over "
+            f"{few['episodes']} episodes.")
+    text += (" Reduced from the documented protocol: " + "; ".join(changed) + ".\n") if changed else \
+        " The documented protocol.\n"
+    return text
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """Methods as rows; headline metrics (mean ± 95% interval over seeds), then the first metric
     (the linear probe) per probe label or per dataset; the budget; what the intervals support."""
@@ -262,6 +281,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     chance = ", ".join(f"{label} {value:.3f}" for label, value in parts["chance"].items())
     text = "\n".join(lines) + (f"\n\nMean ± 95% interval over training seeds (Student t). Chance: {chance}. "
                                f"Headline columns average {parts['what']}.\n")
+    text += protocol_line(summary)
     if "suite" in summary:
         described = summary["evaluation"]["datasets"]
         text += "\n| dataset | spec | classes | train images | test images |\n|---|---|---|---|---|\n"
@@ -315,6 +335,6 @@ def plot_summary(summary: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
-def write_report(out: str, summary: dict[str, Any]) -> dict[str, str]:
+def write_comparison_report(out: str, summary: dict[str, Any]) -> dict[str, str]:
     """Write OUT/results.md, OUT/results.png and OUT/summary.json (last); returns their URLs."""
     return write_report_files(out, summary, markdown_table(summary), plot_summary(summary))
